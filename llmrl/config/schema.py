@@ -1,0 +1,193 @@
+"""The recipe schema: one typed section per concern, defaults here and only here.
+
+A recipe YAML is validated once, when it loads (``llmrl.config.load.load_recipe``); nothing deeper
+in the code reads raw dicts or falls back to ``.get(key, default)``. Derived values are
+properties, never settable fields, so they cannot disagree with what they derive from.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Section(BaseModel):
+    """Base for every recipe section: unknown keys are errors (typos must not pass silently)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LoraConfig(Section):
+    """LoRA adapters via peft; only adapter weights train."""
+
+    r: int = Field(16, gt=0, description="Adapter rank.")
+    alpha: int = Field(32, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    target_modules: list[str] | str = Field(
+        "all-linear", description="Module names to adapt, or 'all-linear'."
+    )
+
+
+class WarmStartConfig(Section):
+    """Short supervised warm start so RL starts from a non-zero success rate.
+
+    Stops early at ``target_accuracy`` held-out greedy accuracy on purpose: a fully trained
+    model leaves RL nothing to improve (see docs/benchmarks.md)."""
+
+    lr: float = Field(2e-3, gt=0)
+    batch_size: int = Field(128, gt=0)
+    max_steps: int = Field(4000, gt=0)
+    target_accuracy: float | None = Field(0.30, gt=0.0, le=1.0)
+    num_examples: int = Field(20000, gt=0, description="Training examples drawn from the task.")
+    eval_every: int = Field(25, gt=0)
+
+
+class ModelConfig(Section):
+    name_or_path: str = Field(
+        "tiny://arithmetic",
+        description="HF hub name, local path, or tiny://NAME for the locally built tiny model.",
+    )
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    trust_remote_code: bool = False
+    lora: LoraConfig | None = None
+    warm_start: WarmStartConfig | None = None
+
+
+class DataConfig(Section):
+    """Where prompts come from. ``name`` picks a registered task or loader
+    (``llmrl.data.registry``); ``args`` go to it unchanged."""
+
+    name: str = "arithmetic"
+    args: dict[str, Any] = Field(default_factory=dict)
+    train_size: int | None = Field(20000, gt=0, description="None = the whole train split.")
+    eval_size: int = Field(500, ge=0, description="Held-out prompts scored greedily at eval time.")
+    prompt_column: str = "prompt"
+    use_chat_template: bool = False
+    system_prompt: str | None = None
+
+
+class RolloutConfig(Section):
+    engine: Literal["hf", "vllm"] = "hf"
+    num_generations: int = Field(8, ge=2, description="G: completions per prompt (group size).")
+    temperature: float = Field(1.0, gt=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    top_k: int = Field(0, ge=0, description="0 disables top-k.")
+    max_prompt_length: int = Field(256, gt=0)
+    max_completion_length: int = Field(16, gt=0)
+    generation_batch_size: int | None = Field(
+        None, gt=0, description="Prompts per generate call; None = all prompts of the step at once."
+    )
+
+
+class RewardSpec(Section):
+    """One reward function: a registered name or 'package.module:function'."""
+
+    name: str
+    weight: float = 1.0
+    args: dict[str, Any] = Field(default_factory=dict)
+    timeout_s: float = Field(60.0, gt=0.0, description="Per call; a timeout scores the batch as failure.")
+    failure_value: float = Field(0.0, description="Score given when the reward raises or times out.")
+
+
+class TokenWeightingConfig(Section):
+    """Token-level advantage reweighting. ``none`` broadcasts the response advantage;
+    ``thr`` applies Token Hidden Reward (spec: docs/thr.md)."""
+
+    type: Literal["none", "thr"] = "none"
+    p: float = Field(0.0, gt=-1.0, lt=1.0, description="Steering: >0 exploitation, <0 exploration.")
+    p_end: float | None = Field(None, gt=-1.0, lt=1.0, description="End value for schedule=linear.")
+    schedule: Literal["constant", "linear"] = "constant"
+    mode: Literal["reweight", "mask"] = "reweight"
+    threshold: Literal["nthr", "percentile"] = "nthr"
+    beta: float = Field(1.0, ge=0.0)
+    percentile: float = Field(0.8, gt=0.0, lt=1.0)
+    len_norm: bool = False
+    exclude_self: bool = False
+    inspect_every: int = Field(0, ge=0, description="Dump THR-colored groups every N steps (0 = never).")
+
+
+class AlgorithmConfig(Section):
+    advantage: Literal["grpo", "dr_grpo", "rloo"] = Field(
+        "grpo", description="grpo: (r-mean)/std; dr_grpo: r-mean (no std); rloo: leave-one-out."
+    )
+    policy_loss: Literal["ppo_clip", "gspo", "gspo_token"] = "ppo_clip"
+    loss_agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"] = "token-mean"
+    clip_eps_low: float = Field(0.2, gt=0.0, lt=1.0)
+    clip_eps_high: float = Field(0.2, gt=0.0, description="DAPO clip-higher: set above clip_eps_low.")
+    kl_coef: float = Field(0.0, ge=0.0, description="Reference-model KL in the loss; 0 = no reference model.")
+    kl_estimator: Literal["k1", "k2", "k3"] = "k3"
+    epochs: int = Field(1, ge=1, description="Update passes over each rollout batch.")
+    num_minibatches: int = Field(1, ge=1, description="Optimizer steps per epoch.")
+    skip_zero_variance_groups: bool = Field(
+        True, description="Drop groups whose rewards are all equal: they carry no gradient."
+    )
+    token_weighting: TokenWeightingConfig = Field(default_factory=TokenWeightingConfig)
+
+
+class TrainerConfig(Section):
+    steps: int = Field(100, gt=0, description="RL steps (one rollout batch each).")
+    prompts_per_step: int = Field(64, gt=0)
+    micro_batch_size: int = Field(512, gt=0, description="Sequences per forward/backward.")
+    lr: float = Field(1e-4, gt=0.0)
+    lr_scheduler: Literal["constant", "linear", "cosine"] = "constant"
+    warmup_steps: int = Field(0, ge=0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    max_grad_norm: float | None = Field(1.0, gt=0.0)
+    seed: int = 0
+    output_dir: str = "runs/default"
+    eval_every: int = Field(50, ge=0, description="0 = evaluate only before and after training.")
+    checkpoint_every: int = Field(50, ge=0, description="0 = only the final checkpoint.")
+    keep_checkpoints: int = Field(2, ge=1)
+    degenerate_patience: int = Field(
+        50, ge=1, description="Stop after this many consecutive steps where every group has equal rewards."
+    )
+    device: str = Field("auto", description="'auto', 'cpu', 'cuda', 'cuda:1', ...")
+
+
+class LoggingConfig(Section):
+    progress: bool = True
+    samples_per_step: int = Field(4, ge=0, description="Completions written to samples.jsonl per step.")
+    tensorboard: bool | Literal["auto"] = "auto"
+    wandb: bool = False
+    wandb_project: str = "llmrl"
+    plot: bool = True
+
+
+class RecipeConfig(Section):
+    """A whole recipe. See docs/recipes.md for every key."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    rewards: list[RewardSpec] = Field(default_factory=lambda: [RewardSpec(name="math")], min_length=1)
+    algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @property
+    def sequences_per_step(self) -> int:
+        return self.trainer.prompts_per_step * self.rollout.num_generations
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> "RecipeConfig":
+        errors: list[str] = []
+        alg, tw = self.algorithm, self.algorithm.token_weighting
+        if self.sequences_per_step % alg.num_minibatches:
+            errors.append(
+                f"algorithm.num_minibatches: {alg.num_minibatches} must divide trainer.prompts_per_step "
+                f"* rollout.num_generations = {self.sequences_per_step}"
+            )
+        if tw.type == "thr" and alg.policy_loss == "gspo":
+            errors.append(
+                "algorithm.token_weighting.type: 'thr' needs token-level ratios; sequence-level "
+                "policy_loss 'gspo' cannot carry token weights. Use policy_loss 'gspo_token' or 'ppo_clip'."
+            )
+        if tw.schedule == "linear" and tw.p_end is None:
+            errors.append("algorithm.token_weighting.p_end: required when schedule is 'linear'")
+        if self.trainer.warmup_steps >= self.trainer.steps and self.trainer.warmup_steps:
+            errors.append(
+                f"trainer.warmup_steps: {self.trainer.warmup_steps} must be below trainer.steps ({self.trainer.steps})"
+            )
+        if errors:
+            raise ValueError("; ".join(errors))
+        return self

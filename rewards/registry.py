@@ -1,0 +1,42 @@
+"""Names a recipe may use under ``rewards: - name: ...``.
+
+Explicit and lazy: each entry is an import string, resolved only when a recipe asks for it, so
+heavy rewards (sandbox, judges) cost nothing when unused. Any ``package.module:function`` works
+too, which is how users plug in their own (TRL-compatible) reward functions."""
+from __future__ import annotations
+
+import difflib
+import importlib
+from typing import Callable
+
+REWARDS: dict[str, str] = {
+    "math": "llmrl.rewards.math:math_reward",
+    "format": "llmrl.rewards.format:format_reward",
+    "code": "llmrl.rewards.code:code_reward",
+}
+
+
+def register_reward(name: str, target: str) -> None:
+    """Add a named reward ('module:function'); refuses to silently replace an existing name."""
+    if name in REWARDS and REWARDS[name] != target:
+        raise ValueError(f"reward name {name!r} is already registered as {REWARDS[name]!r}; pick another name")
+    REWARDS[name] = target
+
+
+def resolve_reward(name: str) -> Callable:
+    """The callable for a registered name or a 'module:function' import path."""
+    target = REWARDS.get(name, name)
+    if ":" not in target:
+        close = difflib.get_close_matches(name, REWARDS, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise ValueError(
+            f"rewards.name: unknown reward {name!r}.{hint} Use one of {sorted(REWARDS)} or 'package.module:function'."
+        )
+    module, _, attr = target.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"rewards.name: cannot import {target!r} ({exc}); check the module path and function name") from None
+    if not callable(fn):
+        raise ValueError(f"rewards.name: {target!r} is not callable")
+    return fn
