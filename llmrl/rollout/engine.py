@@ -19,20 +19,15 @@ class RolloutEngine(Protocol):
         """Make the engine sample from the policy's current weights."""
 
 
-def build_engine(kind: str, model, tokenizer, *, max_prompt_length: int, generation_batch_size: int | None = None) -> RolloutEngine:
+def build_engine(kind: str, model, tokenizer, *, max_prompt_length: int, generation_batch_size: int | None = None,
+                 add_special_tokens: bool = True) -> RolloutEngine:
     if kind == "hf":
         from llmrl.rollout.hf_engine import HFEngine
 
-        return HFEngine(model, tokenizer, max_prompt_length=max_prompt_length, generation_batch_size=generation_batch_size)
+        return HFEngine(model, tokenizer, max_prompt_length=max_prompt_length, generation_batch_size=generation_batch_size,
+                        add_special_tokens=add_special_tokens)
     if kind == "vllm":
-        try:
-            import vllm  # noqa: F401
-        except ImportError:
-            raise ValueError(
-                "rollout.engine: 'vllm' needs the vllm extra and a GPU: pip install 'llmrl[vllm]'. "
-                "On a CPU use rollout.engine: hf."
-            ) from None
-        from llmrl.rollout.vllm_engine import VLLMEngine
-
-        return VLLMEngine(model, tokenizer, max_prompt_length=max_prompt_length)
+        # Planned (DESIGN.md decision 4): colocated vLLM with weight sync. Not built yet; say so
+        # rather than fall back silently to a slower engine.
+        raise ValueError("rollout.engine: 'vllm' is not available in this release yet; use rollout.engine: hf")
     raise ValueError(f"rollout.engine: unknown engine {kind!r}; allowed: hf, vllm")

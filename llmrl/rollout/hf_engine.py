@@ -42,8 +42,11 @@ def completion_owner(completion_ids: torch.Tensor, end_ids: list[int], pad_id: i
 
 
 class HFEngine:
-    def __init__(self, model, tokenizer, *, max_prompt_length: int, generation_batch_size: int | None = None):
+    def __init__(self, model, tokenizer, *, max_prompt_length: int, generation_batch_size: int | None = None,
+                 add_special_tokens: bool = True):
         self.model, self.tokenizer = model, tokenizer
+        # False when prompts already went through a chat template (it adds its own <bos>).
+        self.add_special_tokens = add_special_tokens
         self.max_prompt_length = max_prompt_length
         self.generation_batch_size = generation_batch_size
         self.end_ids = _end_token_ids(tokenizer, model)
@@ -57,7 +60,8 @@ class HFEngine:
     def _generate_chunk(self, prompts: list[str], sampling: SamplingParams, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         tok = self.tokenizer
         tok.padding_side = "left"
-        enc = tok(prompts, return_tensors="pt", padding=True, truncation=True, max_length=self.max_prompt_length)
+        enc = tok(prompts, return_tensors="pt", padding=True, truncation=True, max_length=self.max_prompt_length,
+                  add_special_tokens=self.add_special_tokens)
         device = next(self.model.parameters()).device
         input_ids = enc["input_ids"].to(device).repeat_interleave(n, dim=0)  # [N, P]
         attn = enc["attention_mask"].to(device).repeat_interleave(n, dim=0)
