@@ -1,0 +1,26 @@
+"""Reward functions used by tests through the recipe's 'module:function' path.
+
+They have the TRL signature; ``length_reward`` gives a random tiny model varied rewards so
+updates really happen in short trainer tests."""
+import time
+
+
+def length_reward(prompts, completions, **kwargs):
+    # Longer completions score higher (up to 6 chars): any sampled batch has reward variance.
+    return [min(len(c), 6) / 6 for c in completions]
+
+
+def raising_reward(prompts, completions, **kwargs):
+    raise RuntimeError("this reward always fails")
+
+
+def hanging_reward(prompts, completions, **kwargs):
+    time.sleep(3600)
+
+
+async def async_digit_reward(prompts, completions, **kwargs):
+    return [float(any(ch.isdigit() for ch in c)) for c in completions]
+
+
+def none_reward(prompts, completions, **kwargs):
+    return [None] * len(completions)
