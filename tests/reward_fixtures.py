@@ -24,3 +24,9 @@ async def async_digit_reward(prompts, completions, **kwargs):
 
 def none_reward(prompts, completions, **kwargs):
     return [None] * len(completions)
+
+
+def slow_length_reward(prompts, completions, **kwargs):
+    # Slows each step down so a test can kill the run between checkpoints.
+    time.sleep(0.4)
+    return length_reward(prompts, completions)

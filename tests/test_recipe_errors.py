@@ -56,3 +56,9 @@ def test_every_shipped_recipe_validates():
 def test_parse_override_reads_numbers():
     assert parse_override("trainer.lr=1e-4") == (["trainer", "lr"], 1e-4)
     assert parse_override("data.use_chat_template=true") == (["data", "use_chat_template"], True)
+
+
+def test_recipe_reference_is_current():
+    from llmrl.config.docs import render
+
+    assert (REPO / "docs" / "recipes.md").read_text() == render(), "regenerate: python -m llmrl.config.docs > docs/recipes.md"
