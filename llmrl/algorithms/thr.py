@@ -12,7 +12,9 @@ Why this is the right quantity: ``d log pi(y|h) / dW = g h^T`` for the lm_head w
 ``<g_i h_i^T, g_j h_j^T>_F = <g_i, g_j><h_i, h_j>``. So ``THR_{j,k}`` is the first-order change of
 the correct responses' summed log-likelihood caused by token (j, k)'s policy-gradient term, through
 the lm_head weight (rows restricted to V*). Positive: the token's update helps the correct
-responses; negative: it hurts them.
+responses; negative: it hurts them. (With sampling temperature tau the logits are ``W h / tau``
+and the gradient inner product is ``THR / tau^2``: a positive constant that changes no sign and,
+since tau_s scales the same way, no dominance decision. The tests check both identities.)
 
 Pieces, in the order the trainer uses them (all math is pure and importable; no hidden state):
 
@@ -42,6 +44,7 @@ __all__ = [
     "ThrCollector",
     "ThrScores",
     "correct_mask",
+    "dominant_tokens",
     "group_vocab",
     "steering_p",
     "thr_token_advantages",
@@ -269,6 +272,53 @@ def token_hidden_reward(
 # --------------------------------------------------------------------------------------------
 # Token weighting (spec "Reweighting")
 # --------------------------------------------------------------------------------------------
+def _dominant(
+    scores: ThrScores, mask: Tensor, gid: Tensor, *, threshold: ThrThreshold, beta: float, percentile: float
+) -> tuple[Tensor, list[float]]:
+    """Dominant-token mask ``[N, T]`` and the threshold of every active group (spec "Reweighting")."""
+    n, t = mask.shape
+    s, thr, active = scores.s, scores.thr, scores.active
+    taus: list[float] = []
+    if threshold == "nthr":
+        tau_row = (beta * scores.anchor_min).clamp(min=0.0)  # [N]   tau_s of the row's group
+        dominant = s.abs() > tau_row[:, None]  # [N, T]
+        taus = [float(tau_row[gid == gv][0]) for gv in torch.unique(gid[active])]
+    else:
+        dominant = torch.zeros(n, t, dtype=torch.bool, device=s.device)
+        for gv in torch.unique(gid[active]):
+            sel = (gid == gv)[:, None] & mask  # [N, T]   this group's completion tokens
+            q = torch.quantile(thr[sel].abs(), percentile)
+            dominant |= sel & (thr.abs() > q)
+            taus.append(float(q))
+    return dominant & mask & active[:, None], taus
+
+
+@torch.no_grad()
+def dominant_tokens(
+    scores: ThrScores,
+    token_mask: Tensor,
+    group_ids: Tensor,
+    *,
+    threshold: ThrThreshold = "nthr",
+    beta: float = 1.0,
+    percentile: float = 0.8,
+) -> Tensor:
+    """``[N, T]`` bool: the tokens :func:`thr_token_advantages` reweights (same rule, for analysis
+    and :func:`llmrl.algorithms.thr_html.thr_inspect_records`).
+
+    >>> sc = token_hidden_reward(torch.tensor([[[1.0]], [[2.0]]]), torch.full((2, 1, 2), 0.5),
+    ...     torch.tensor([[0], [1]]), torch.ones(2, 1), torch.tensor([1.0, -1.0]),
+    ...     torch.tensor([True, False]), torch.tensor([0, 0]))
+    >>> dominant_tokens(sc, torch.ones(2, 1), torch.tensor([0, 0])).tolist()
+    [[False], [True]]
+    """
+    if threshold not in ("nthr", "percentile"):
+        raise ValueError(f"thr threshold={threshold!r} is unknown; use 'nthr' or 'percentile'.")
+    dev = scores.s.device
+    mask = token_mask.to(dev).bool()
+    return _dominant(scores, mask, group_ids.to(dev), threshold=threshold, beta=beta, percentile=percentile)[0]
+
+
 @torch.no_grad()
 def thr_token_advantages(
     advantages: Tensor,
@@ -347,23 +397,8 @@ def thr_token_advantages(
         )
     dev = scores.s.device
     mask = token_mask.to(dev).bool()  # [N, T]
-    gid = group_ids.to(dev)
-    s, thr, active = scores.s, scores.thr, scores.active
-
-    taus: list[float] = []
-    if threshold == "nthr":
-        tau_row = (beta * scores.anchor_min).clamp(min=0.0)  # [N]   tau_s of the row's group
-        dominant = s.abs() > tau_row[:, None]  # [N, T]
-        taus = [float(tau_row[(gid == gv)][0]) for gv in torch.unique(gid[active])]
-    else:
-        dominant = torch.zeros(n, t, dtype=torch.bool, device=dev)
-        for gv in torch.unique(gid[active]):
-            rows = gid == gv  # [N]
-            sel = rows[:, None] & mask  # [N, T]
-            q = torch.quantile(thr[sel].abs(), percentile)
-            dominant |= sel & (thr.abs() > q)
-            taus.append(float(q))
-    dominant &= mask & active[:, None]
+    thr = scores.thr
+    dominant, taus = _dominant(scores, mask, group_ids.to(dev), threshold=threshold, beta=beta, percentile=percentile)
 
     adv = _broadcast_adv(advantages.to(dev), t)  # [N, T]
     sign = torch.sign(thr)  # [N, T] in {-1, 0, 1}
