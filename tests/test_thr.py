@@ -499,3 +499,76 @@ def test_steering_p():
         steering_p("cosine", p_start=0.0, p_end=0.1, step=0, total_steps=3)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="outside"):
         steering_p("constant", p_start=1.5, p_end=0.1, step=0, total_steps=3)
+
+
+# ---------------------------------------------------------------------------------------------
+# E. inspect records, HTML, CLI
+# ---------------------------------------------------------------------------------------------
+def _char_tokenizer(vocab_chars: str):
+    from tokenizers import Tokenizer, decoders, models
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel(vocab={c: i for i, c in enumerate(vocab_chars)}, unk_token=vocab_chars[0]))
+    tok.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token=vocab_chars[0])
+
+
+def test_inspect_records_render_and_cli(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from llmrl.algorithms.thr import dominant_tokens
+    from llmrl.algorithms.thr_cli import app
+    from llmrl.algorithms.thr_html import read_thr_inspect_jsonl, render_thr_html, thr_inspect_records, write_thr_inspect_jsonl
+
+    tok = _char_tokenizer("?<>&\"'ab\ncdefgh z")  # 16 chars, ids 0..15 = the tiny model's vocab
+    model = tiny_llama(seed=5)
+    seq, comp, gid, mask, attn, correct, adv = _setup_batch(model, seed=5)
+    vocab = group_vocab(comp, mask, gid)
+    col = ThrCollector(vocab)
+    with torch.no_grad():
+        col.add(torch.arange(8), *old_forward(model, seq, attn, 3))
+    sc = col.scores(adv, correct)
+    dom = dominant_tokens(sc, mask, gid)
+    recs = thr_inspect_records(tokenizer=tok, completion_ids=comp, token_mask=mask, group_ids=gid,
+                               rewards=correct.float(), advantages=adv, correct=correct, scores=sc, dominant=dom,
+                               prompts=["<b>1+1</b>"] * 8, step=7, max_groups=2)
+    assert [r["group"] for r in recs] == [0, 1] and len(recs[0]["responses"]) == 4
+    r1 = recs[0]["responses"][1]  # row 1 is padded after 3 tokens
+    assert len(r1["tokens"]) == 3 and r1["tokens"][0] == tok.decode([int(comp[1, 0])])
+    assert r1["thr"] == pytest.approx(sc.thr[1, :3].tolist(), abs=1e-5) and r1["dominant"] == dom[1, :3].tolist()
+    path = tmp_path / "thr_samples.jsonl"
+    write_thr_inspect_jsonl(recs, path)
+    assert read_thr_inspect_jsonl(path) == json.loads(json.dumps(recs))
+
+    page = render_thr_html(recs)
+    assert page.startswith("<!DOCTYPE html>") and page.count('class="resp') == 8
+    assert "&lt;b&gt;1+1&lt;/b&gt;" in page and "<b>1+1" not in page  # prompt escaped
+    assert "<script" not in page and "http" not in page  # self-contained
+    n_dom = sum(sum(r["dominant"]) for g in recs for r in g["responses"])
+    assert n_dom > 0 and page.count('class="t dom"') == n_dom + 1  # + the legend's example
+    assert "rgba(40,167,69" in page and "rgba(220,53,69" in page  # both signs colored
+
+    out = tmp_path / "sub" / "thr.html"
+    res = CliRunner().invoke(app, ["inspect", "--samples", str(path), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert out.read_text(encoding="utf-8").count('class="resp') == 8
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"responses": [{"tokens": ["a"], "thr": []}]}\n')
+    res = CliRunner().invoke(app, ["inspect", "--samples", str(bad), "--out", str(out)])
+    assert res.exit_code == 2 and "bad.jsonl:1" in res.output
+    res = CliRunner().invoke(app, ["inspect", "--samples", str(tmp_path / "missing.jsonl")])
+    assert res.exit_code == 2 and "no such file" in res.output
+
+
+def test_render_escapes_token_text():
+    from llmrl.algorithms.thr_html import render_thr_html
+
+    grp = {"group": "<g>", "responses": [{"tokens": ["</span><script>x</script>", "&amp;", "\n"], "thr": [0.2, -0.3, 0.0],
+                                          "dominant": [False, True, False], "scored": [True, True, False],
+                                          "reward": 0.0, "advantage": -1.0, "correct": False}]}
+    page = render_thr_html([grp], title="<t>")
+    assert "<script>" not in page and "&lt;/span&gt;&lt;script&gt;" in page
+    assert "&amp;amp;" in page and "&lt;g&gt;" in page and "<title>&lt;t&gt;</title>" in page
+    assert 'class="t env"' in page and "\u23ce" in page
