@@ -1,0 +1,1 @@
+"""Adapters that bring llmrl pieces (THR token weighting) to other trainers (TRL)."""
