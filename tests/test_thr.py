@@ -109,8 +109,11 @@ def random_batch(seed: int, *, n: int = 6, t: int = 4, d: int = 3, k: int = 5, n
 # docstring examples run
 # ---------------------------------------------------------------------------------------------
 def test_doctests():
-    res = doctest.testmod(thr_mod, optionflags=doctest.ELLIPSIS)
-    assert res.attempted >= 6 and res.failed == 0
+    import llmrl.algorithms.thr_html as thr_html_mod
+
+    for mod, n in ((thr_mod, 7), (thr_html_mod, 1)):
+        res = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
+        assert res.attempted >= n and res.failed == 0
 
 
 # ---------------------------------------------------------------------------------------------
