@@ -1,4 +1,215 @@
-"""Sub-commands of `llmrl` (placeholder until this capability lands)."""
+"""`llmrl eval mbpp|apps|humaneval`: pass@k of a model, a samples file, or the reference solutions.
+
+    llmrl eval mbpp --model Qwen/Qwen2.5-Coder-1.5B-Instruct --chat --n 10 --k 1,10
+    llmrl eval humaneval --samples samples.jsonl --k 1,10,100     # the human-eval workflow
+    llmrl eval apps --canonical --file coderl5                     # reference solutions
+
+Results go to ``--out`` (results.jsonl per problem, summary.json); re-running the same command
+skips problems already scored, so an interrupted evaluation resumes.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
 import typer
 
-app = typer.Typer(no_args_is_help=True)
+app = typer.Typer(no_args_is_help=True, help="Evaluate models or sample files on MBPP / APPS / HumanEval.")
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def run_eval(
+    benchmark: str,
+    *,
+    model: str | None,
+    samples: Path | None,
+    canonical: bool,
+    n: int,
+    k: str,
+    temperature: float,
+    top_p: float,
+    max_new_tokens: int,
+    max_prompt_length: int,
+    chat: bool,
+    split: str | None,
+    limit: int | None,
+    out: Path | None,
+    workers: int | None,
+    time_per_test_s: float,
+    batch_size: int,
+    seed: int,
+    progress: bool,
+    loader_args: dict[str, Any],
+) -> dict[str, Any]:
+    """Shared body of the three commands; returns the summary."""
+    from llmrl.eval.benchmarks import load_benchmark
+    from llmrl.eval.harness import (ProblemSamples, evaluate_completions, read_results, read_samples,
+                                    render_summary)
+    from llmrl.eval.passk import parse_ks
+    from llmrl.sandbox import local_executor
+    from llmrl.sandbox.jobs import Limits
+
+    sources = sum(x is not None and x is not False for x in (model, samples, canonical or None))
+    if sources != 1:
+        _fail("give exactly one of --model NAME_OR_PATH, --samples FILE.jsonl or --canonical")
+    try:
+        ks = parse_ks(k)
+        problems = load_benchmark(benchmark, split, style="instruct" if chat else "completion", **loader_args)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    if limit is not None:
+        problems = problems[:limit]
+    if out is None:
+        tag = "canonical" if canonical else (samples.stem if samples else Path(str(model)).name)
+        out = Path("runs") / "eval" / f"{benchmark}-{tag}"
+    done = read_results(out)
+    todo = [p for p in problems if p.task_id not in done]
+    if done:
+        typer.echo(f"resuming: {len(done)} problems already scored in {out}/results.jsonl, {len(todo)} to go")
+
+    if canonical:
+        with_sol = [p for p in todo if p.solutions]
+        if len(with_sol) < len(todo):
+            typer.echo(f"note: {len(todo) - len(with_sol)} problems have no reference solution and are skipped")
+        todo = with_sol
+        stream: Iterator[ProblemSamples] = (ProblemSamples(p, [p.solutions[0]]) for p in todo)
+    elif samples is not None:
+        try:
+            by_id = read_samples(samples)
+        except (OSError, ValueError) as exc:
+            _fail(str(exc))
+        known = {p.task_id for p in problems}
+        by_id = {(tid if tid in known or not tid.isdigit() else f"{benchmark}/{tid}"): c for tid, c in by_id.items()}
+        unknown = sorted(set(by_id) - known)
+        if unknown:
+            _fail(f"{samples}: {len(unknown)} task_ids are not in {benchmark} split {split or 'default'} "
+                  f"(first: {unknown[:3]}); check --split / --file")
+        todo = [p for p in todo if p.task_id in by_id]
+        stream = (ProblemSamples(p, by_id[p.task_id]) for p in todo)
+    else:
+        stream = _generate(todo, model=str(model), n=n, temperature=temperature, top_p=top_p,
+                           max_new_tokens=max_new_tokens, max_prompt_length=max_prompt_length, chat=chat,
+                           batch_size=batch_size, seed=seed)
+
+    limits = Limits(time_per_test_s=time_per_test_s, time_total_s=max(30.0, 10 * time_per_test_s)).validate()
+    with local_executor(workers=workers) as executor:
+        summary = evaluate_completions(
+            stream, total=len(todo), executor=executor, out_dir=out, ks=ks, limits=limits,
+            # APPS reports the test-case average, which needs every test run
+            stop_on_first_failure=benchmark != "apps", chunk_size=max(1, batch_size), progress=progress,
+            benchmark=benchmark)
+    typer.echo(render_summary(summary))
+    typer.echo(f"per-problem results: {out}/results.jsonl  summary: {out}/summary.json")
+    return summary
+
+
+def _generate(problems, *, model: str, n: int, temperature: float, top_p: float, max_new_tokens: int,
+              max_prompt_length: int, chat: bool, batch_size: int, seed: int) -> Iterator[Any]:
+    """Completions from one of our rollout engines, chunk by chunk (so scoring interleaves)."""
+    import torch
+
+    from llmrl.eval.benchmarks import truncate_completion
+    from llmrl.eval.harness import ProblemSamples
+    from llmrl.models.load import load_model_and_tokenizer
+    from llmrl.rollout.engine import build_engine
+    from llmrl.rollout.types import SamplingParams
+
+    torch.manual_seed(seed)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    policy, tokenizer = load_model_and_tokenizer(model, device=device)
+    engine = build_engine("hf", policy, tokenizer, max_prompt_length=max_prompt_length,
+                          add_special_tokens=not chat)
+    sampling = SamplingParams(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                              greedy=temperature == 0.0)
+    for start in range(0, len(problems), batch_size):
+        chunk = problems[start:start + batch_size]
+        prompts = [p.prompt for p in chunk]
+        if chat:
+            prompts = [tokenizer.apply_chat_template([{"role": "user", "content": t}], tokenize=False,
+                                                     add_generation_prompt=True) for t in prompts]
+        batch = engine.generate(prompts, sampling, n=n)
+        for i, p in enumerate(chunk):
+            texts = batch.completions[i * n:(i + 1) * n]
+            yield ProblemSamples(p, [truncate_completion(t) if p.program_prefix else t for t in texts])
+
+
+# Options shared by the three commands (typer needs them spelled out per command).
+def _common(benchmark: str, loader_args: dict[str, Any], **kw: Any) -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    summary = run_eval(benchmark, loader_args=loader_args, **kw)
+    if kw.get("print_json"):
+        typer.echo(json.dumps(summary, indent=2))
+
+
+_MODEL = typer.Option(None, "--model", help="HF model name, local path or tiny://NAME to sample from.")
+_SAMPLES = typer.Option(None, "--samples", help="JSON Lines of {task_id, completion} to score (human-eval format).")
+_CANON = typer.Option(False, "--canonical", help="Score the benchmark's reference solutions (harness self-check).")
+_N = typer.Option(1, "--n", min=1, help="Samples per problem (with --model).")
+_K = typer.Option("1", "--k", help="Comma-separated ks for pass@k; only k <= n are reported.")
+_T = typer.Option(0.8, "--temperature", min=0.0, help="Sampling temperature; 0 = greedy.")
+_TOPP = typer.Option(0.95, "--top-p", min=0.0, max=1.0)
+_MAXNEW = typer.Option(512, "--max-new-tokens", min=1)
+_MAXPROMPT = typer.Option(2048, "--max-prompt-length", min=1)
+_CHAT = typer.Option(False, "--chat/--no-chat", help="Instruct prompt + the model's chat template.")
+_SPLIT = typer.Option(None, "--split", help="Benchmark split (mbpp: test/validation/train/prompt/all).")
+_LIMIT = typer.Option(None, "--limit", min=1, help="Only the first N problems.")
+_OUT = typer.Option(None, "--out", help="Output folder (default runs/eval/<benchmark>-<tag>).")
+_WORKERS = typer.Option(None, "--workers", min=1, help="Sandbox workers (default: CPU count).")
+_TPT = typer.Option(4.0, "--timeout", min=0.01, help="Seconds per test case.")
+_BS = typer.Option(32, "--batch-size", min=1, help="Problems per generate call / scoring chunk.")
+_SEED = typer.Option(0, "--seed")
+_PROGRESS = typer.Option(True, "--progress/--no-progress")
+_JSON = typer.Option(False, "--json", help="Also print the summary as JSON.")
+_SOURCE = typer.Option("local", "--source", help="local (shared data files) or hub (online).")
+
+
+@app.command()
+def mbpp(model: Optional[str] = _MODEL, samples: Optional[Path] = _SAMPLES, canonical: bool = _CANON, n: int = _N,
+         k: str = _K, temperature: float = _T, top_p: float = _TOPP, max_new_tokens: int = _MAXNEW,
+         max_prompt_length: int = _MAXPROMPT, chat: bool = _CHAT, split: Optional[str] = _SPLIT,
+         limit: Optional[int] = _LIMIT, out: Optional[Path] = _OUT, workers: Optional[int] = _WORKERS,
+         timeout: float = _TPT, batch_size: int = _BS, seed: int = _SEED, progress: bool = _PROGRESS,
+         print_json: bool = _JSON, source: str = _SOURCE,
+         variant: str = typer.Option("full", "--variant", help="full (974) or sanitized (427)")) -> None:
+    """MBPP: pass@k under each problem's test_list (standard split: test = task_ids 11-510)."""
+    _common("mbpp", {"variant": variant, "source": source}, model=model, samples=samples, canonical=canonical, n=n,
+            k=k, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+            max_prompt_length=max_prompt_length, chat=chat, split=split, limit=limit, out=out, workers=workers,
+            time_per_test_s=timeout, batch_size=batch_size, seed=seed, progress=progress, print_json=print_json)
+
+
+@app.command()
+def apps(model: Optional[str] = _MODEL, samples: Optional[Path] = _SAMPLES, canonical: bool = _CANON, n: int = _N,
+         k: str = _K, temperature: float = _T, top_p: float = _TOPP, max_new_tokens: int = _MAXNEW,
+         max_prompt_length: int = _MAXPROMPT, chat: bool = _CHAT, split: Optional[str] = _SPLIT,
+         limit: Optional[int] = _LIMIT, out: Optional[Path] = _OUT, workers: Optional[int] = _WORKERS,
+         timeout: float = _TPT, batch_size: int = _BS, seed: int = _SEED, progress: bool = _PROGRESS,
+         print_json: bool = _JSON, source: str = _SOURCE,
+         file: str = typer.Option("mapcoder128", "--file", help="Offline file: mapcoder128, coderl5, or a path."),
+         difficulty: Optional[str] = typer.Option(None, "--difficulty",
+                                                  help="introductory, interview or competition")) -> None:
+    """APPS: strict accuracy, test-case average and pass@k, by difficulty."""
+    _common("apps", {"file": file, "difficulty": difficulty, "source": source}, model=model, samples=samples,
+            canonical=canonical, n=n, k=k, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+            max_prompt_length=max_prompt_length, chat=chat, split=split, limit=limit, out=out, workers=workers,
+            time_per_test_s=timeout, batch_size=batch_size, seed=seed, progress=progress, print_json=print_json)
+
+
+@app.command()
+def humaneval(model: Optional[str] = _MODEL, samples: Optional[Path] = _SAMPLES, canonical: bool = _CANON,
+              n: int = _N, k: str = _K, temperature: float = _T, top_p: float = _TOPP, max_new_tokens: int = _MAXNEW,
+              max_prompt_length: int = _MAXPROMPT, chat: bool = _CHAT, limit: Optional[int] = _LIMIT,
+              out: Optional[Path] = _OUT, workers: Optional[int] = _WORKERS, timeout: float = _TPT,
+              batch_size: int = _BS, seed: int = _SEED, progress: bool = _PROGRESS, print_json: bool = _JSON,
+              source: str = _SOURCE) -> None:
+    """HumanEval: pass@k of prompt + completion under check(entry_point)."""
+    _common("humaneval", {"source": source}, model=model, samples=samples, canonical=canonical, n=n, k=k,
+            temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+            max_prompt_length=max_prompt_length, chat=chat, split=None, limit=limit, out=out, workers=workers,
+            time_per_test_s=timeout, batch_size=batch_size, seed=seed, progress=progress, print_json=print_json)
