@@ -1,0 +1,150 @@
+"""Strict value serialiser shared by the untrusted child and the trusted parent.
+
+Why strict: a value that crosses from the untrusted process to the verdict must not carry
+behaviour. Only *exact* built-in types are accepted (``type(x) is int``, never a subclass), so
+an object whose ``__eq__`` always returns True, an ``int`` subclass, or a ``str`` subclass with
+a patched ``__eq__`` is rejected before any comparison happens; the parent then compares fresh,
+behaviour-free built-ins.
+
+Encoding (JSON): ``None``/bools/ints/strs are themselves; every JSON list is tagged:
+``["l", ...]`` list, ``["t", ...]`` tuple, ``["s", ...]`` set, ``["F", ...]`` frozenset,
+``["d", [k, v], ...]`` dict, ``["f", x]`` float, ``["c", re, im]`` complex, ``["b", hex]``
+bytes. This module must import nothing outside the standard library: it also runs inside the
+sandbox, which sees no site-packages.
+
+>>> decode(encode({"a": (1, 2.5, None)}))
+{'a': (1, 2.5, None)}
+>>> class Eq(int): pass
+>>> encode(Eq(3))
+Traceback (most recent call last):
+...
+_serial.Unserialisable: type Eq is not allowed (only exact built-in types cross the sandbox)
+"""
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+MAX_DEPTH = 64
+MAX_ITEMS = 2_000_000
+
+
+class Unserialisable(ValueError):
+    """The value is not made only of exact built-in types (or is too deep / too large)."""
+
+
+Unserialisable.__module__ = "_serial"
+
+
+def to_plain(x: Any, depth: int = 0, budget: list[int] | None = None) -> Any:
+    """Convert ``x`` into the tagged JSON-able structure, checking exact types."""
+    if budget is None:
+        budget = [MAX_ITEMS]
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise Unserialisable("value too large")
+    if depth > MAX_DEPTH:
+        raise Unserialisable("value nested too deeply")
+    t = type(x)
+    if x is None or t is bool or t is str:
+        return x
+    if t is int:
+        return x
+    if t is float:
+        return ["f", x if math.isfinite(x) else repr(x)]
+    if t is list or t is tuple or t is set or t is frozenset:
+        tag = "l" if t is list else "t" if t is tuple else "s" if t is set else "F"
+        out = [tag]
+        for item in (x if tag in "lt" else _stable(x)):
+            out.append(to_plain(item, depth + 1, budget))
+        return out
+    if t is dict:
+        out = ["d"]
+        for k, v in x.items():
+            out.append([to_plain(k, depth + 1, budget), to_plain(v, depth + 1, budget)])
+        return out
+    if t is complex:
+        return ["c", to_plain(x.real), to_plain(x.imag)]
+    if t is bytes:
+        return ["b", x.hex()]
+    raise Unserialisable(
+        f"type {t.__name__} is not allowed (only exact built-in types cross the sandbox)")
+
+
+def _stable(s: Any) -> list[Any]:
+    # Sets are unordered; the order is irrelevant after decoding (set equality), so iterate as is.
+    return list(s)
+
+
+def from_plain(p: Any, depth: int = 0) -> Any:
+    """Inverse of :func:`to_plain`; rejects anything malformed with :class:`Unserialisable`."""
+    if depth > MAX_DEPTH + 2:
+        raise Unserialisable("value nested too deeply")
+    t = type(p)
+    if p is None or t is bool or t is int or t is str:
+        return p
+    if t is not list or not p or type(p[0]) is not str:
+        raise Unserialisable(f"malformed encoded value of type {t.__name__}")
+    tag = p[0]
+    if tag == "l":
+        return [from_plain(v, depth + 1) for v in p[1:]]
+    if tag == "t":
+        return tuple(from_plain(v, depth + 1) for v in p[1:])
+    if tag in ("s", "F"):
+        items = [from_plain(v, depth + 1) for v in p[1:]]
+        try:
+            return set(items) if tag == "s" else frozenset(items)
+        except TypeError as e:
+            raise Unserialisable(f"unhashable set item: {e}") from None
+    if tag == "d":
+        out = {}
+        for kv in p[1:]:
+            if type(kv) is not list or len(kv) != 2:
+                raise Unserialisable("malformed dict item")
+            k = from_plain(kv[0], depth + 1)
+            try:
+                out[k] = from_plain(kv[1], depth + 1)
+            except TypeError as e:
+                raise Unserialisable(f"unhashable dict key: {e}") from None
+        return out
+    if tag == "f" and len(p) == 2:
+        v = p[1]
+        if type(v) is float:
+            return v
+        if type(v) is int:
+            return float(v)
+        if v in ("nan", "inf", "-inf"):
+            return float(v)
+        raise Unserialisable("malformed float")
+    if tag == "c" and len(p) == 3:
+        re_, im = from_plain(p[1], depth + 1), from_plain(p[2], depth + 1)
+        if type(re_) is not float or type(im) is not float:
+            raise Unserialisable("malformed complex")
+        return complex(re_, im)
+    if tag == "b" and len(p) == 2 and type(p[1]) is str:
+        try:
+            return bytes.fromhex(p[1])
+        except ValueError:
+            raise Unserialisable("malformed bytes") from None
+    raise Unserialisable(f"unknown tag {tag!r}")
+
+
+def encode(x: Any) -> str:
+    """Serialise ``x`` (exact built-in types only) to a JSON string."""
+    try:
+        return json.dumps(to_plain(x), separators=(",", ":"), allow_nan=False)
+    except (ValueError, RecursionError, OverflowError) as e:  # e.g. int too large for str()
+        if isinstance(e, Unserialisable):
+            raise
+        raise Unserialisable(f"cannot serialise: {e}") from None
+
+
+def decode(s: str) -> Any:
+    """Parse a string made by :func:`encode` back into fresh built-in values."""
+    try:
+        return from_plain(json.loads(s))
+    except (ValueError, RecursionError) as e:
+        if isinstance(e, Unserialisable):
+            raise
+        raise Unserialisable(f"cannot decode: {e}") from None
