@@ -69,7 +69,8 @@ class HFEngine:
         if sampling.greedy:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         else:
-            kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k or None)
+            # top_k=0 must reach generate as 0 (disabled): None would fall back to generation_config's 50.
+            kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
         was_training = self.model.training
         self.model.eval()
         out = self.model.generate(input_ids=input_ids, attention_mask=attn, **kwargs)

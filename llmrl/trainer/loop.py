@@ -17,6 +17,7 @@ import logging
 import math
 import random
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -227,7 +228,9 @@ def setup(cfg: RecipeConfig, *, resume: bool = False) -> Run:
     run = Run(cfg=cfg, output_dir=output_dir, device=device, policy=policy, ref=ref, tokenizer=tokenizer,
               optimizer=optimizer, scheduler=scheduler, engine=engine, reward_fns=reward_fns,
               train_data=train_data, eval_data=eval_data, sampler=sampler,
-              weighting=TokenWeighting(cfg.algorithm.token_weighting, total_steps=cfg.trainer.steps), logger=None)  # type: ignore[arg-type]
+              weighting=TokenWeighting(cfg.algorithm.token_weighting, total_steps=cfg.trainer.steps, tokenizer=tokenizer,
+                                        inspect_path=output_dir / "thr_samples.jsonl"),
+              logger=None)  # type: ignore[arg-type]
     if state is not None:
         policy.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -384,7 +387,9 @@ def rl_step(run: Run, step: int) -> dict[str, Any]:
         m.update(tw_stats)
         with timers("update"):
             m.update(update(run, train_batch, old_logps, ref_logps, adv_tok, step))
-    run.scheduler.step()
+    with warnings.catch_warnings():  # a step with no update (all groups flat) still advances the schedule
+        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+        run.scheduler.step()
     run.engine.sync_weights(run.policy)
 
     dt = time.perf_counter() - t_step

@@ -5,6 +5,8 @@ THR's inputs come from the old-policy forward that runs anyway: ``begin`` sees t
 advantages into token advantages. With type "none" all three are trivial."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from llmrl.config.schema import TokenWeightingConfig
@@ -13,8 +15,9 @@ from llmrl.trainer.forward import ForwardOut
 
 
 class TokenWeighting:
-    def __init__(self, cfg: TokenWeightingConfig, *, total_steps: int):
+    def __init__(self, cfg: TokenWeightingConfig, *, total_steps: int, tokenizer=None, inspect_path: Path | None = None):
         self.cfg, self.total_steps = cfg, total_steps
+        self.tokenizer, self.inspect_path = tokenizer, inspect_path
         self._collector = None
 
     @property
@@ -46,6 +49,21 @@ class TokenWeighting:
         adv_tok, stats = thr_token_advantages(adv, scores, batch.loss_mask, batch.group_ids, correct, p=p,
                                               mode=cfg.mode, threshold=cfg.threshold, beta=cfg.beta,
                                               percentile=cfg.percentile)
-        self.last_scores = scores
         self._collector = None
+        if cfg.inspect_every and step % cfg.inspect_every == 0 and self.inspect_path is not None:
+            self._dump_inspect(batch, rewards, adv, correct, scores, step)
         return adv_tok, {**stats, "thr/p": p}
+
+    def _dump_inspect(self, batch, rewards, adv, correct, scores, step: int) -> None:
+        """A few groups' tokens with their THR, for `llmrl thr inspect` to color as HTML."""
+        from llmrl.algorithms.thr import dominant_tokens
+        from llmrl.algorithms.thr_html import thr_inspect_records, write_thr_inspect_jsonl
+
+        cfg = self.cfg
+        dominant = dominant_tokens(scores, batch.loss_mask, batch.group_ids, threshold=cfg.threshold,
+                                   beta=cfg.beta, percentile=cfg.percentile)
+        records = thr_inspect_records(tokenizer=self.tokenizer, completion_ids=batch.completion_ids,
+                                      token_mask=batch.loss_mask, group_ids=batch.group_ids, rewards=rewards,
+                                      advantages=adv, correct=correct, scores=scores, dominant=dominant,
+                                      prompts=batch.prompts, step=step)
+        write_thr_inspect_jsonl(records, self.inspect_path)
