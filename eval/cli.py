@@ -142,8 +142,9 @@ def _generate(problems, *, model: str, n: int, temperature: float, top_p: float,
 # Options shared by the three commands (typer needs them spelled out per command).
 def _common(benchmark: str, loader_args: dict[str, Any], **kw: Any) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    print_json = kw.pop("print_json", False)
     summary = run_eval(benchmark, loader_args=loader_args, **kw)
-    if kw.get("print_json"):
+    if print_json:
         typer.echo(json.dumps(summary, indent=2))
 
 
