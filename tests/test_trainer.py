@@ -102,7 +102,9 @@ def test_kill9_then_resume_equals_uninterrupted_run(tmp_path):
 
 
 def test_nan_loss_stops_with_last_good_checkpoint(tmp_path):
-    cfg = validate_recipe(recipe(tmp_path, trainer={"lr": 1e12, "max_grad_norm": None, "checkpoint_every": 1, "steps": 8}))
+    # One optimizer step per RL step: step 1 is still finite (and checkpointed), then lr 1e12 blows up.
+    cfg = validate_recipe(recipe(tmp_path, algorithm={"epochs": 1, "num_minibatches": 1},
+                                 trainer={"lr": 1e12, "max_grad_norm": None, "checkpoint_every": 1, "steps": 8}))
     with pytest.raises(TrainingDiverged, match=r"(?i)nan|inf") as info:
         train(cfg)
     ckpts = sorted((tmp_path / "run" / "checkpoints").glob("step_*.pt"))

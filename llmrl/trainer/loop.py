@@ -343,7 +343,12 @@ def rl_step(run: Run, step: int) -> dict[str, Any]:
                               max_new_tokens=cfg.rollout.max_completion_length)
 
     with timers("rollout"):
-        batch = run.engine.generate(prompts, sampling, n=G)                        # N = B*G rows
+        try:
+            batch = run.engine.generate(prompts, sampling, n=G)                    # N = B*G rows
+        except RuntimeError as exc:  # torch.multinomial on NaN/inf probabilities: weights diverged
+            if "inf" in str(exc) or "nan" in str(exc):
+                raise TrainingDiverged(f"step {step}: sampling met NaN/inf probabilities ({exc})") from None
+            raise
     with timers("reward"):
         columns = columns_for(run.train_data, indices, cfg.data.prompt_column, G)
         rewards = score([p for p in raw for _ in range(G)], batch.completions, columns, run.reward_fns)
@@ -388,7 +393,7 @@ def rl_step(run: Run, step: int) -> dict[str, Any]:
         with timers("update"):
             m.update(update(run, train_batch, old_logps, ref_logps, adv_tok, step))
     with warnings.catch_warnings():  # a step with no update (all groups flat) still advances the schedule
-        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+        warnings.filterwarnings("ignore", message="Detected call of")
         run.scheduler.step()
     run.engine.sync_weights(run.policy)
 
