@@ -59,9 +59,11 @@ def to_plain(x: Any, depth: int = 0, budget: list[int] | None = None) -> Any:
         for item in (x if tag in "lt" else _stable(x)):
             out.append(to_plain(item, depth + 1, budget))
         return out
-    if t is dict:
+    if t is dict or t in _DICT_LIKE:
+        # Counter / OrderedDict / defaultdict compare equal to plain dicts; read the storage
+        # through dict's own C-level items() so a patched method in the program cannot lie.
         out = ["d"]
-        for k, v in x.items():
+        for k, v in dict.items(x):
             out.append([to_plain(k, depth + 1, budget), to_plain(v, depth + 1, budget)])
         return out
     if t is complex:
@@ -70,6 +72,14 @@ def to_plain(x: Any, depth: int = 0, budget: list[int] | None = None) -> Any:
         return ["b", x.hex()]
     raise Unserialisable(
         f"type {t.__name__} is not allowed (only exact built-in types cross the sandbox)")
+
+
+def _dict_like() -> tuple[type, ...]:
+    import collections
+    return (collections.Counter, collections.OrderedDict, collections.defaultdict)
+
+
+_DICT_LIKE = _dict_like()
 
 
 def _stable(s: Any) -> list[Any]:

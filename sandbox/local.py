@@ -532,7 +532,8 @@ class _JobRun:
 
     def _judge_replays(self, t: Any, plans: list[AssertPlan], replay: dict[int, list],
                        results: dict[int, TestResult]) -> None:
-        items = [{"i": i, "src": plans[i].src, "names": plans[i].names, "calls": c}
+        items = [{"i": i, "src": plans[i].src, "names": plans[i].names, "calls": c,
+                  "imports": plans[i].imports}
                  for i, c in sorted(replay.items())]
         spec = {"kind": "judge", "setup": t.setup_code, "items": items}
         lim = Limits(time_per_test_s=max(5.0, self.lim.time_per_test_s) * max(1, len(items)),

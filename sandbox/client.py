@@ -1,0 +1,331 @@
+"""Remote executors with the local executor's API.
+
+* :class:`HTTPExecutor` talks to ``llmrl sandbox serve`` servers and spreads a batch over them
+  (chunks round-robin, a failed server's chunk retried on the others).
+* :class:`SandboxFusionExecutor` runs jobs on a SandboxFusion deployment through its
+  ``/run_code`` endpoint. The verdict stays on this side: the code sent is the program plus a
+  harness that prints nonce-tagged, strictly serialised *results*; expected values are never
+  sent, and a run's exit status is never evidence.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import threading
+from pathlib import Path
+from typing import Any, Sequence
+
+import aiohttp
+
+from llmrl.sandbox import _serial
+from llmrl.sandbox.jobs import (
+    AssertTests, CallTests, CheckerTests, Job, JobResult, Outcome, SandboxError, StdioTests,
+    TestResult,
+)
+from llmrl.sandbox.verdict import apps_call_equal, apps_stdio_equal, plan_asserts, values_equal
+
+
+def _run_sync(coro: Any) -> Any:
+    """Run a coroutine from sync code, also when the caller is inside an event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["v"] = asyncio.run(coro)
+        except BaseException as e:  # noqa: BLE001
+            box["e"] = e
+
+    th = threading.Thread(target=target)
+    th.start()
+    th.join()
+    if "e" in box:
+        raise box["e"]
+    return box["v"]
+
+
+class HTTPExecutor:
+    """Client for one or more ``llmrl sandbox serve`` servers.
+
+    Args:
+        urls: base URLs, e.g. ``["http://10.0.0.5:8910", "http://10.0.0.6:8910"]``.
+        token: bearer token the servers were started with.
+        chunk_size: jobs per request (a batch is cut into chunks spread over the servers).
+        max_requests_per_server: concurrent requests per server.
+        timeout_s: per-request timeout (must exceed the slowest job's time_total_s).
+        retries: how often a failed chunk is retried on another server.
+    """
+
+    def __init__(self, urls: list[str] | str, *, token: str | None = None, chunk_size: int = 16,
+                 max_requests_per_server: int = 4, timeout_s: float = 600.0, retries: int = 2) -> None:
+        self.urls = [urls] if isinstance(urls, str) else list(urls)
+        if not self.urls:
+            raise ValueError("HTTPExecutor needs at least one server URL")
+        self.token = token
+        self.chunk_size = max(1, chunk_size)
+        self.max_requests_per_server = max(1, max_requests_per_server)
+        self.timeout_s = timeout_s
+        self.retries = retries
+
+    def run(self, jobs: Sequence[Job]) -> list[JobResult]:
+        return _run_sync(self.arun(jobs))
+
+    async def arun(self, jobs: Sequence[Job]) -> list[JobResult]:
+        jobs = list(jobs)
+        chunks = [(i, jobs[i:i + self.chunk_size]) for i in range(0, len(jobs), self.chunk_size)]
+        results: list[JobResult | None] = [None] * len(jobs)
+        sems = [asyncio.Semaphore(self.max_requests_per_server) for _ in self.urls]
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        timeout = aiohttp.ClientTimeout(total=self.timeout_s)
+        async with aiohttp.ClientSession(timeout=timeout, headers=headers) as session:
+            async def do(k: int, start: int, chunk: list[Job]) -> None:
+                last = ""
+                for attempt in range(self.retries + 1):
+                    s = (k + attempt) % len(self.urls)
+                    async with sems[s]:
+                        try:
+                            out = await self._post(session, self.urls[s], chunk)
+                            for j, r in enumerate(out):
+                                results[start + j] = r
+                            return
+                        except _Fatal as e:
+                            last = str(e)
+                            break
+                        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as e:
+                            last = f"{self.urls[s]}: {type(e).__name__}: {e}"
+                for j, job in enumerate(chunk):
+                    results[start + j] = JobResult.sandbox_error(
+                        f"no sandbox server could run this job ({last})", job_id=job.id)
+
+            await asyncio.gather(*(do(k, s, c) for k, (s, c) in enumerate(chunks)))
+        return [r for r in results if r is not None]
+
+    async def _post(self, session: aiohttp.ClientSession, url: str, chunk: list[Job]) -> list[JobResult]:
+        async with session.post(url.rstrip("/") + "/run",
+                                json={"jobs": [j.to_dict() for j in chunk]}) as resp:
+            if resp.status in (400, 401, 413):
+                raise _Fatal(f"{url} refused the request ({resp.status}): "
+                             f"{(await resp.text())[:300]}")
+            if resp.status != 200:
+                raise aiohttp.ClientResponseError(resp.request_info, resp.history,
+                                                  status=resp.status, message=await resp.text())
+            body = await resp.json()
+        out = [JobResult.from_dict(d) for d in body["results"]]
+        if len(out) != len(chunk):
+            raise ValueError(f"{url} returned {len(out)} results for {len(chunk)} jobs")
+        return out
+
+    async def health(self) -> list[dict]:
+        """``/health`` of every server (an ``error`` entry for unreachable ones)."""
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s:
+            out = []
+            for u in self.urls:
+                try:
+                    async with s.get(u.rstrip("/") + "/health") as r:
+                        out.append(await r.json())
+                except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as e:
+                    out.append({"url": u, "error": str(e)})
+            return out
+
+    def close(self) -> None:
+        """Nothing to release (sessions live per call)."""
+
+    def __enter__(self) -> "HTTPExecutor":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Fatal(Exception):
+    """A refusal that retrying elsewhere cannot fix (bad token, malformed job, too large)."""
+
+
+# --------------------------------------------------------------------------- SandboxFusion
+_SERIAL_SRC = Path(__file__).with_name("_serial.py").read_text()
+_HARNESS = r'''
+import json as _j, sys as _s, types as _t
+_ser = _t.ModuleType("_serial"); exec(compile(_SERIAL_SRC, "_serial", "exec"), _ser.__dict__)
+def _rec(**kw):
+    _s.__stdout__.write("\n" + _NONCE + " " + _j.dumps(kw, separators=(",", ":")) + "\n"); _s.__stdout__.flush()
+_ns = {"__name__": "solution", "__builtins__": __builtins__}
+try:
+    exec(compile(_PROGRAM, "solution.py", "exec"), _ns)
+except SyntaxError as e:
+    _rec(t="cerr", e="SyntaxError", m=str(e)[:300]); raise SystemExit(0)
+except BaseException as e:
+    _rec(t="err", e=type(e).__name__, m=str(e)[:300], phase="load"); raise SystemExit(0)
+if _SETUP:
+    exec(compile(_SETUP, "setup.py", "exec"), _ns)
+_rec(t="loaded")
+for _i, _st in enumerate(_STEPS):
+    _rec(t="start", i=_i)
+    try:
+        if _st["k"] == "expr":
+            _v = eval(compile(_st["src"], "test", "eval"), _ns)
+        elif _st["k"] == "call":
+            _sol = _ns.get("Solution")
+            _f = getattr(_sol(), _st["fn"]) if isinstance(_sol, type) else _ns[_st["fn"]]
+            _v = _f(*_j.loads(_st["args"]))
+        else:
+            exec(compile(_st["src"], "test", "exec"), _ns); _rec(t="ok", i=_i); continue
+        try:
+            _rec(t="val", i=_i, v=_ser.to_plain(_v))
+        except Exception as e:
+            _rec(t="val", i=_i, bad=str(e)[:300])
+    except AssertionError:
+        _rec(t="fail", i=_i)
+    except BaseException as e:
+        _rec(t="err", i=_i, e=type(e).__name__, m=str(e)[:300])
+_rec(t="done")
+'''
+
+
+class SandboxFusionExecutor:
+    """Jobs on a SandboxFusion server (``POST {url}/run_code``), judged on this side.
+
+    Assert tests: ``==``/``is`` asserts are evaluated remotely as calls and compared here;
+    other asserts run remotely as statements (weaker; SandboxFusion offers no separate judge
+    process). Call-based and stdio tests are compared here with the APPS rules. Note that
+    SandboxFusion isolates only when deployed in its container.
+    """
+
+    def __init__(self, url: str, *, concurrency: int = 8, timeout_s: float = 120.0,
+                 language: str = "python") -> None:
+        self.url = url.rstrip("/")
+        self.concurrency = concurrency
+        self.timeout_s = timeout_s
+        self.language = language
+
+    def run(self, jobs: Sequence[Job]) -> list[JobResult]:
+        return _run_sync(self.arun(jobs))
+
+    async def arun(self, jobs: Sequence[Job]) -> list[JobResult]:
+        sem = asyncio.Semaphore(self.concurrency)
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s)) as s:
+            async def one(job: Job) -> JobResult:
+                async with sem:
+                    try:
+                        r = await self._job(s, job)
+                    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError) as e:
+                        r = JobResult.sandbox_error(f"SandboxFusion call failed: {type(e).__name__}: {e}")
+                    r.id = job.id
+                    return r
+            return list(await asyncio.gather(*(one(j) for j in jobs)))
+
+    async def _run_code(self, s: aiohttp.ClientSession, code: str, stdin: str, timeout: float) -> dict:
+        payload = {"code": code, "language": self.language, "run_timeout": timeout,
+                   "compile_timeout": timeout, "stdin": stdin}
+        async with s.post(self.url + "/run_code", json=payload) as resp:
+            if resp.status != 200:
+                raise ValueError(f"HTTP {resp.status}: {(await resp.text())[:200]}")
+            return await resp.json()
+
+    @staticmethod
+    def _run_status(res: dict) -> tuple[str, str, str]:
+        run = res.get("run_result") or {}
+        return str(run.get("status", res.get("status", ""))), str(run.get("stdout") or ""), \
+            str(run.get("stderr") or "")
+
+    async def _job(self, s: aiohttp.ClientSession, job: Job) -> JobResult:
+        t, lim = job.tests, job.limits
+        if isinstance(t, (StdioTests, CheckerTests)):
+            if isinstance(t, CheckerTests):
+                return JobResult.sandbox_error("CheckerTests are not supported on SandboxFusion")
+            tests = []
+            for i, (inp, exp) in enumerate(zip(t.inputs, t.outputs)):
+                res = await self._run_code(s, job.program, inp, lim.time_per_test_s)
+                status, out, err = self._run_status(res)
+                if status == "TimeLimitExceeded":
+                    tr = TestResult(i, Outcome.TIMEOUT, "time limit exceeded")
+                elif status != "Finished" or (res.get("run_result") or {}).get("return_code") != 0:
+                    tr = TestResult(i, Outcome.RUNTIME_ERROR, f"{status}: {err[-300:]}")
+                else:
+                    ok = apps_stdio_equal(out, exp)
+                    tr = TestResult(i, Outcome.PASS if ok else Outcome.WRONG_ANSWER)
+                tests.append(tr)
+                if tr.outcome is not Outcome.PASS and job.stop_on_first_failure:
+                    break
+            return _compose(tests, len(t.inputs), out if tests else "", "")
+        if isinstance(t, AssertTests):
+            plans = plan_asserts(t.asserts, t.setup_code, job.program)
+            steps = [p.step if p.kind in ("pair", "is") else {"k": "stmt", "src": p.src} for p in plans]
+            setup = t.setup_code
+        else:
+            plans = None
+            steps = [{"k": "call", "fn": t.fn_name, "args": json.dumps(a)} for a in t.inputs]
+            setup = ""
+        nonce = secrets.token_hex(16)
+        code = (f"_NONCE = {nonce!r}\n_SERIAL_SRC = {_SERIAL_SRC!r}\n_PROGRAM = {job.program!r}\n"
+                f"_SETUP = {setup!r}\n_STEPS = {steps!r}\n" + _HARNESS)
+        res = await self._run_code(s, code, "", lim.time_total_s)
+        status, out, err = self._run_status(res)
+        from llmrl.sandbox.local import parse_records
+        recs = parse_records(out, nonce)
+        first = {}
+        for r in recs:
+            if type(r.get("i")) is int and r["t"] != "start":
+                first.setdefault(r["i"], r)
+        kinds = {r["t"]: r for r in recs if "i" not in r}
+        if "cerr" in kinds or ("err" in kinds and kinds["err"].get("phase") == "load"):
+            r = kinds.get("cerr") or kinds["err"]
+            return _compose([], len(steps), out, err, (Outcome.COMPILE_ERROR, f"{r.get('e')}: {r.get('m')}"))
+        tests = []
+        for i in range(len(steps)):
+            r = first.get(i)
+            if r is None:
+                oc = Outcome.TIMEOUT if status == "TimeLimitExceeded" else Outcome.RUNTIME_ERROR
+                tests.append(TestResult(i, oc, f"no result reported ({status})"))
+                break
+            if r["t"] == "err":
+                tests.append(TestResult(i, Outcome.RUNTIME_ERROR, f"{r.get('e')}: {r.get('m')}"))
+            elif r["t"] == "fail":
+                tests.append(TestResult(i, Outcome.WRONG_ANSWER, "assertion failed"))
+            elif r["t"] == "ok":
+                tests.append(TestResult(i, Outcome.PASS, "assert evaluated remotely"))
+            elif r["t"] == "val" and "v" in r:
+                try:
+                    got = _serial.from_plain(r["v"])
+                except ValueError:
+                    tests.append(TestResult(i, Outcome.WRONG_ANSWER, "malformed value"))
+                    continue
+                if plans is None:
+                    ok = apps_call_equal(got, t.outputs[i])
+                elif plans[i].kind == "is":
+                    ok = got is plans[i].expected
+                else:
+                    ok = values_equal(got, plans[i].expected)
+                tests.append(TestResult(i, Outcome.PASS if ok else Outcome.WRONG_ANSWER))
+            else:
+                tests.append(TestResult(i, Outcome.WRONG_ANSWER, "uncomparable value"))
+        return _compose(tests, len(steps), out, err)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def __enter__(self) -> "SandboxFusionExecutor":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _compose(tests: list[TestResult], total: int, out: str, err: str,
+             fixed: tuple[Outcome, str] | None = None) -> JobResult:
+    passed = sum(t.outcome is Outcome.PASS for t in tests)
+    if fixed:
+        oc, detail = fixed
+    elif passed == total and len(tests) == total:
+        oc, detail = Outcome.PASS, ""
+    else:
+        first = next((t for t in tests if t.outcome is not Outcome.PASS), None)
+        oc, detail = (first.outcome, first.detail) if first else (Outcome.TIMEOUT, "not all tests ran")
+    return JobResult(outcome=oc, tests=tests, passed=passed, total=total, stdout=out[:2000],
+                     stderr=err[:2000], detail=detail)
+
+
+__all__ = ["HTTPExecutor", "SandboxFusionExecutor", "SandboxError"]
