@@ -42,6 +42,7 @@ import atexit
 import json
 import re
 import threading
+import warnings
 from collections import OrderedDict
 from typing import Any, Literal, Mapping, Sequence
 
@@ -122,7 +123,9 @@ def parse_tests(tests: Any) -> Tests:
 def _compile_error(program: str) -> str | None:
     """The SyntaxError message if ``program`` does not compile (nothing is executed)."""
     try:
-        compile(program, "<program>", "exec", dont_inherit=True)
+        with warnings.catch_warnings():  # e.g. "invalid escape sequence": the sandbox's business
+            warnings.simplefilter("ignore")
+            compile(program, "<program>", "exec", dont_inherit=True)
     except (SyntaxError, ValueError, OverflowError, MemoryError, RecursionError) as exc:
         return f"{type(exc).__name__}: {exc}"
     return None
@@ -366,10 +369,13 @@ def code_reward(
     prefixes = list(program_prefix) if program_prefix is not None else [None] * n
     limits = Limits(time_per_test_s=time_per_test_s, time_total_s=time_total_s, memory_mb=memory_mb).validate()
     stop = (mode != "fraction") if stop_on_first_failure is None else stop_on_first_failure
-    parsed: dict[int, Tests] = {}  # rows share Tests objects: parse each distinct value once
+    # G completions per prompt share one tests value: parse each distinct value once. Keyed by
+    # value, never by id(): a lazy column (datasets' Column) yields fresh objects whose ids repeat.
+    parsed: dict[str, Tests] = {}
     row_tests = []
     for t in tests:
-        k = id(t)
+        k = t if isinstance(t, str) else json.dumps(t.to_dict() if hasattr(t, "to_dict") else t, sort_keys=True,
+                                                    default=str)
         if k not in parsed:
             parsed[k] = parse_tests(t)
         row_tests.append(parsed[k])

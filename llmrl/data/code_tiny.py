@@ -1,14 +1,13 @@
 """Tiny function-writing tasks with hidden unit tests, learnable by the tiny local model on a CPU.
 
-Each task asks for the body of ``f(x)`` described by a short spec of one or two integer
-operations applied left to right::
+Each task asks for the return expression of ``f(x)`` described by a short spec of one or two
+integer operations applied left to right::
 
     # times 3 plus 1
-    def f(x):
-        return                      <- the model writes ``x*3+1`` (or ``1+x*3``, ``3*x+1``...)
+    return                      <- the model writes ``x*3+1`` (or ``1+x*3``, ``3*x+1``...)
 
-The program ``prompt's def + completion`` runs in the sandbox against hidden asserts on
-fixed inputs (``assert f(-3) == -8`` ...), judged by ``llmrl.rewards.code`` like MBPP, so the
+The program ``def f(x):\n    return `` + completion runs in the sandbox against hidden asserts
+on fixed inputs (``assert f(-3) == -8`` ...), judged by ``llmrl.rewards.code`` like MBPP, so the
 tiny recipe exercises the very reward and sandbox path a real coder model uses.
 
 Why this design (``../shared/notes/tiny-learning.md``): the answer is short (at most 8
@@ -22,7 +21,7 @@ train.
 >>> ds = code_tiny_dataset(split="train", n=2, seed=0)
 >>> sorted(ds.column_names)
 ['answer', 'program_prefix', 'prompt', 'task_id', 'tests']
->>> ds[0]["prompt"].endswith("    return ")
+>>> ds[0]["prompt"].endswith("\\nreturn ")
 True
 """
 from __future__ import annotations
@@ -119,7 +118,8 @@ def code_tiny_dataset(*, split: str, n: int | None, seed: int, max_steps: int = 
         ops: comma list of operations from ``plus, minus, times, div, mod``.
 
     Returns:
-        Columns ``prompt`` (spec comment + ``def f(x):`` + ``return ``), ``answer`` (canonical
+        Columns ``prompt`` (spec comment + ``return ``; the def line stays out of the prompt:
+        every prompt token costs CPU time and it carries no information), ``answer`` (canonical
         body), ``tests`` (JSON ``AssertTests``), ``program_prefix`` (the def line + ``return ``),
         ``task_id`` (the spec).
     """
@@ -139,7 +139,7 @@ def code_tiny_dataset(*, split: str, n: int | None, seed: int, max_steps: int = 
     for steps in chosen:
         spec = _spec(steps)
         asserts = [f"assert f({x}) == {_evaluate(steps, x)}" for x in TEST_INPUTS]
-        rows.append({"prompt": f"# {spec}\n{PREFIX}", "answer": canonical_body(steps),
+        rows.append({"prompt": f"# {spec}\nreturn ", "answer": canonical_body(steps),
                      "tests": json.dumps(AssertTests(asserts=asserts).to_dict()),
                      "program_prefix": PREFIX, "task_id": spec})
     return Dataset.from_list(rows)
