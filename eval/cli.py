@@ -85,7 +85,10 @@ def run_eval(
         except (OSError, ValueError) as exc:
             _fail(str(exc))
         known = {p.task_id for p in problems}
-        by_id = {(tid if tid in known or not tid.isdigit() else f"{benchmark}/{tid}"): c for tid, c in by_id.items()}
+        merged: dict[str, list[str]] = {}
+        for tid, comps in by_id.items():  # "11" and "mbpp/11" name the same MBPP problem
+            merged.setdefault(tid if tid in known or not tid.isdigit() else f"{benchmark}/{tid}", []).extend(comps)
+        by_id = merged
         unknown = sorted(set(by_id) - known)
         if unknown:
             _fail(f"{samples}: {len(unknown)} task_ids are not in {benchmark} split {split or 'default'} "
