@@ -33,7 +33,14 @@ from llmrl.sandbox.jobs import SandboxError
 
 SANDBOX_LIB = "/opt/llmrl-sandbox"   # where the worker's own code appears inside bubblewrap
 WORKDIR_IN_BWRAP = "/box"
-UID_BASE = 61000                     # as root, slot k runs programs as uid/gid UID_BASE + k
+UID_BASE = 100000  # as root, programs run as uid/gid UID_BASE + 64 * (pid % 100000) + slot
+
+
+def slot_uid(index: int) -> int:
+    """Per-executor, per-slot uid: RLIMIT_NPROC counts processes per *host* uid, so two
+    executors (or servers) on one machine must not share uids, or one's fork bomb would starve
+    the other."""
+    return UID_BASE + 64 * (os.getpid() % 100000) + index % 64
 ISOLATION_MODES = ("auto", "bwrap", "light", "none")
 
 
@@ -187,7 +194,7 @@ def slot_plan(mode: str, index: int, *, tmpfs_mb: int = 256,
     """Everything needed to start slot ``index`` in ``mode`` (bwrap | light | none)."""
     extra_ro = list(extra_ro or [])
     root = os.geteuid() == 0
-    uid = UID_BASE + index if root else None
+    uid = slot_uid(index) if root else None
     layers_ok = mode != "none"
     cfg = {"uid": uid, "gid": uid, "landlock": layers_ok, "seccomp": layers_ok,
            "read_paths": _read_paths(extra_ro), "protect_pids": [os.getpid()],
@@ -202,6 +209,15 @@ def slot_plan(mode: str, index: int, *, tmpfs_mb: int = 256,
         cfg["nproc_base"] = 0 if root else 2
         return SlotPlan(mode, _bwrap_args(bw, root=root, tmpfs_mb=tmpfs_mb, extra_ro=extra_ro),
                         {}, cfg)
+    if root:
+        exe, py_dirs = _python_paths()
+        blocked = [d for d in py_dirs if not _world_traversable(d)]
+        if blocked:
+            raise SandboxError(
+                f"isolation={mode!r} as root runs programs as uid {uid}, which cannot read the "
+                f"Python installation under {blocked[0]} (a parent directory is not "
+                "world-traversable). Fix: use isolation='auto'/'bwrap' (bubblewrap shows the "
+                "interpreter to the sandbox), or install Python in a world-readable location.")
     work = tempfile.mkdtemp(prefix=f"llmrl-sandbox-{index}-")
     cfg["workdir"] = work
     cfg["nproc_base"] = 0
@@ -212,6 +228,17 @@ def slot_plan(mode: str, index: int, *, tmpfs_mb: int = 256,
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": work, "LANG": "C.UTF-8"}
     return SlotPlan(mode, [exe, "-I", "-S", "-B", os.path.join(_sandbox_dir(), "_worker.py")],
                     env, cfg, cwd=work, cleanup=[work])
+
+
+def _world_traversable(path: str) -> bool:
+    p = Path(path)
+    for d in [p, *p.parents]:
+        try:
+            if not os.stat(d).st_mode & 0o001:
+                return False
+        except OSError:
+            return False
+    return True
 
 
 def _count_user_processes() -> int:
