@@ -10,7 +10,7 @@ from llmrl.eval.passk import mean_pass_at_k, parse_ks, pass_at_k, valid_ks
 from llmrl.eval.stats import iqm, iqm_ci
 
 
-@pytest.mark.parametrize("n", [1, 2, 5, 10, 20, 50, 200])
+@pytest.mark.parametrize("n", [1, 2, 5, 10, 20, 50, 100])
 def test_pass_at_k_matches_math_comb_on_a_grid(n):
     # definition (Chen et al., 2021, eq. 1): 1 - C(n-c, k) / C(n, k), with C(a, b) = 0 for b > a
     for c in range(n + 1):
@@ -44,13 +44,13 @@ def test_iqm_and_bootstrap_ci():
     # IQM of 0, 1, 2, 100: drop the lowest and highest quarter -> mean(1, 2) = 1.5
     assert iqm(np.array([0.0, 1.0, 2.0, 100.0])) == pytest.approx(1.5)
     scores = {"a": np.array([0.10, 0.12, 0.14, 0.16]), "b": np.array([0.30, 0.31, 0.33, 0.35])}
-    r = iqm_ci(scores, reps=500, seed=0)
+    r = iqm_ci(scores, reps=200, seed=0)
     # IQM of a: mean of the middle two = (0.12 + 0.14) / 2 = 0.13
     assert r["a"]["iqm"] == pytest.approx(0.13)
     assert r["a"]["mean"] == pytest.approx(0.13)
     for k in r:
         assert r[k]["ci_low"] <= r[k]["iqm"] <= r[k]["ci_high"] and r[k]["num_seeds"] == 4
     assert r["a"]["ci_high"] < r["b"]["ci_low"]  # clearly separated runs have disjoint CIs
-    assert iqm_ci(scores, reps=500, seed=0) == r  # reproducible
+    assert iqm_ci({"a": scores["a"]}, reps=200, seed=0)["a"] == r["a"]  # reproducible
     with pytest.raises(ValueError, match="NaN"):
         iqm_ci({"x": np.array([0.1, np.nan])})
