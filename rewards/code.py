@@ -319,6 +319,26 @@ def _validate_levels(levels: Mapping[str, float] | None) -> None:
         raise ValueError(f"rewards.args.levels: unknown outcome(s) {sorted(unknown)}; known: {sorted(CODERL_LEVELS)}")
 
 
+# Recipe-only options (column names like "tests"/"test" are left out: a dataset may have both).
+_OPTIONS = ("mode", "levels", "relative_to_baseline", "sandbox", "workers", "time_per_test_s", "time_total_s",
+            "memory_mb", "stop_on_first_failure", "cache_size")
+
+
+def _check_option_typos(extra: Mapping[str, Any]) -> None:
+    """Dataset columns and recipe args arrive as the same keyword arguments, so unknown names
+    must be accepted; but one that is a near-spelling of an option is almost surely a typo in
+    ``rewards.args`` that would otherwise be ignored silently."""
+    import difflib
+
+    for name in extra:
+        # swapped letters (mdoe), a missing/extra plural s (worker), or a long near-miss
+        close = [o for o in _OPTIONS if sorted(o) == sorted(name) or o in (name + "s", name[:-1])
+                 or (len(name) >= 8 and difflib.SequenceMatcher(None, name, o).ratio() >= 0.9)]
+        if close:
+            raise ValueError(f"code_reward got {name!r}, which is not an option; did you mean {close[0]!r}? "
+                             "Fix the key under rewards.args (or rename the dataset column).")
+
+
 def code_reward(
     prompts: list,
     completions: list,
@@ -359,6 +379,7 @@ def code_reward(
         ``Scores``: one float per completion (None for a sandbox failure), with ``details``
         (outcome, passed/total, failing test, stderr excerpt) per sample.
     """
+    _check_option_typos(_unused_columns)
     n = len(completions)
     if len(tests) != n:
         raise ValueError(f"code_reward got {n} completions but {len(tests)} 'tests' values; the dataset's "

@@ -174,3 +174,7 @@ def test_bad_tests_column_says_what_to_store():
         code_reward(["p"], ["x"], tests=["not json"])
     with pytest.raises(ValueError, match="one entry per row"):
         code_reward(["p", "p"], ["x", "y"], tests=[TESTS])
+    # a misspelt recipe arg is caught; other dataset columns pass through unused
+    with pytest.raises(ValueError, match="did you mean 'mode'"):
+        reward(["def f(x):\n    return 2*x"], mdoe="binary")
+    assert list(reward(["def f(x):\n    return 2*x"], answer=["2*x"], task_id=["t"])) == [PASS]
