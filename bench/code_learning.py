@@ -8,6 +8,9 @@ the sandbox, CodeRL outcome rewards) for several seeds. Each seed: its own super
 Prints JSON: per-seed before/after/delta, the mean delta, and IQM with a 95% bootstrap CI.
 
     python bench/code_learning.py --seeds 0 1 2 --steps 300
+    # or one process per seed, then combine:
+    for s in 0 1 2; do python bench/code_learning.py --seeds $s & done; wait
+    python bench/code_learning.py --seeds 0 1 2 --summarize-only
 """
 from __future__ import annotations
 
@@ -43,10 +46,20 @@ def run_seed(seed: int, steps: int, eval_every: int, out_root: Path, extra: list
     evals = [(r["step"], r["eval/accuracy"]) for r in rows if "eval/accuracy" in r]
     train_s = sum(r.get("perf/step_s", 0.0) for r in rows)
     reward_s = sum(r.get("perf/reward_s", 0.0) for r in rows)
-    return {"seed": seed, "before": evals[0][1], "after_final": evals[-1][1], "evals": evals,
+    ws = json.loads((Path(cfg_model_path(cfg)) / "warm_start.json").read_text()) if cfg.model.warm_start else {}
+    result = {"seed": seed, "before": evals[0][1], "warm_start_steps": ws.get("steps"),
+            "warm_start_seconds": round(ws.get("seconds", 0.0), 1), "after_final": evals[-1][1], "evals": evals,
             "rl_train_seconds": round(train_s, 1), "reward_seconds": round(reward_s, 1),
             "wall_seconds_incl_warm_start_and_evals": round(wall, 1),
             "reward_first10": summary["reward/mean_first10"], "reward_last10": summary["reward/mean_last10"]}
+    (out / "result.json").write_text(json.dumps(result))
+    return result
+
+
+def cfg_model_path(cfg) -> str:
+    from llmrl.trainer.loop import warm_started_model
+
+    return warm_started_model(cfg, progress=False)  # cached: returns the path trained above
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -57,11 +70,17 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--last-evals", type=int, default=3, help="'after' = mean of this many final evaluations")
     ap.add_argument("--out", default="runs/bench_code_learning")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="extra recipe overrides")
+    ap.add_argument("--summarize-only", action="store_true",
+                    help="don't train: read OUT/seedN/result.json (seeds run as separate processes)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     results = []
     for seed in args.seeds:
-        r = run_seed(seed, args.steps, args.eval_every, Path(args.out), args.overrides)
+        if args.summarize_only:
+            r = json.loads((Path(args.out) / f"seed{seed}" / "result.json").read_text())
+            r["evals"] = [tuple(e) for e in r["evals"]]
+        else:
+            r = run_seed(seed, args.steps, args.eval_every, Path(args.out), args.overrides)
         tail = [acc for _, acc in r["evals"][-args.last_evals:]]
         r["after"] = sum(tail) / len(tail)
         r["delta_points"] = round(100 * (r["after"] - r["before"]), 2)
