@@ -140,7 +140,9 @@ def main() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    tmp_before = set(glob.glob(os.path.join(tempfile.gettempdir(), "*")))
+    # only the sandbox's own host-side files (other processes on a shared machine use /tmp too)
+    pattern = os.path.join(tempfile.gettempdir(), "llmrl-sandbox*")
+    tmp_before = set(glob.glob(pattern))
     cmd = [os.path.join(os.path.dirname(sys.executable), "llmrl"), "sandbox", "serve", "--host",
            "127.0.0.1", "--port", str(port), "--max-body-mb", "4"]
     if a.workers:
@@ -164,7 +166,7 @@ def main() -> None:
         srv.terminate()
         srv.wait(30)
     time.sleep(0.5)
-    tmp_left = sorted(set(glob.glob(os.path.join(tempfile.gettempdir(), "*"))) - tmp_before)
+    tmp_left = sorted(set(glob.glob(pattern)) - tmp_before)
     out = {"jobs": res["sent"], "clients": a.clients, **res, "server_alive": alive,
            "before": before, "after": after,
            "rss_growth_mb": after["rss_mb"] - before["rss_mb"], "rss_bound_mb": a.rss_bound_mb,
