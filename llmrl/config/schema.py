@@ -39,7 +39,9 @@ class WarmStartConfig(Section):
     max_steps: int = Field(4000, gt=0)
     target_accuracy: float | None = Field(0.30, gt=0.0, le=1.0)
     num_examples: int = Field(20000, gt=0, description="Training examples drawn from the task.")
-    eval_every: int = Field(25, gt=0)
+    eval_every: int = Field(5, gt=0, description="Steps between early-stopping checks; accuracy can jump "
+                            "tens of points in 25 steps, overshooting the target.")
+    eval_size: int = Field(300, gt=0, description="Held-out prompts for the early-stopping check.")
 
 
 class ModelConfig(Section):

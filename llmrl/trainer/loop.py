@@ -11,11 +11,13 @@ loop, not copies of it. One step reads like the algorithm (DESIGN.md, "One RL st
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
 import math
 import random
+import tempfile
 import time
 import warnings
 from contextlib import contextmanager
@@ -155,13 +157,31 @@ def warm_started_model(cfg: RecipeConfig, *, progress: bool) -> str:
     key = json.dumps({"model": cfg.model.name_or_path, "data": cfg.data.model_dump(), "warm": ws.model_dump(),
                       "seed": cfg.trainer.seed, "v": 1}, sort_keys=True)
     path = cache_dir() / "warm_start" / hashlib.sha256(key.encode()).hexdigest()[:16]
-    if (path / "config.json").exists():
-        return str(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # One process trains, concurrent runs of the same recipe and seed wait and reuse its result.
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (path / "config.json").exists():
+            return str(path)
+        seed_everything(cfg.trainer.seed)
+        model, tok = load_model_and_tokenizer(cfg.model.name_or_path, dtype=cfg.model.dtype)
+        # Warm start on its own draw of the train split; held-out accuracy from the test split.
+        train = build_dataset(cfg.data.name, "train", n=ws.num_examples, seed=cfg.trainer.seed + 1, args=cfg.data.args)
+        heldout = build_dataset(cfg.data.name, "test", n=ws.eval_size, seed=cfg.trainer.seed, args=cfg.data.args)
+        stats = warm_start(model, tok, train, heldout, lr=ws.lr, batch_size=ws.batch_size, max_steps=ws.max_steps,
+                           target_accuracy=ws.target_accuracy, eval_every=ws.eval_every, seed=cfg.trainer.seed,
+                           progress=progress)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        (tmp / "warm_start.json").write_text(json.dumps(stats, indent=2, default=str))
+        tmp.replace(path)  # atomic: a killed run never leaves a half-written model under the final name
+    return str(path)
     seed_everything(cfg.trainer.seed)
     model, tok = load_model_and_tokenizer(cfg.model.name_or_path, dtype=cfg.model.dtype)
     # Warm start on its own draw of the train split; held-out accuracy from the test split.
     train = build_dataset(cfg.data.name, "train", n=ws.num_examples, seed=cfg.trainer.seed + 1, args=cfg.data.args)
-    heldout = build_dataset(cfg.data.name, "test", n=cfg.data.eval_size or 500, seed=cfg.trainer.seed, args=cfg.data.args)
+    heldout = build_dataset(cfg.data.name, "test", n=ws.eval_size, seed=cfg.trainer.seed, args=cfg.data.args)
     stats = warm_start(model, tok, train, heldout, lr=ws.lr, batch_size=ws.batch_size, max_steps=ws.max_steps,
                        target_accuracy=ws.target_accuracy, eval_every=ws.eval_every, seed=cfg.trainer.seed,
                        progress=progress)
