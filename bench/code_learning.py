@@ -56,6 +56,24 @@ def run_seed(seed: int, steps: int, eval_every: int, out_root: Path, extra: list
     return result
 
 
+def read_seed(out: Path, seed: int) -> dict:
+    """A finished seed's result.json, or, for a run still going / stopped early, its evaluations
+    so far from metrics.jsonl (marked ``partial``)."""
+    if (out / "result.json").exists():
+        r = json.loads((out / "result.json").read_text())
+        r["evals"] = [tuple(e) for e in r["evals"]]
+        return r
+    from llmrl.trainer.reporting import read_metrics
+
+    rows = read_metrics(out / "metrics.jsonl")
+    evals = [(r["step"], r["eval/accuracy"]) for r in rows if "eval/accuracy" in r]
+    if not evals:
+        raise SystemExit(f"{out}: no evaluation yet")
+    return {"seed": seed, "partial": True, "steps_done": max(r["step"] for r in rows), "before": evals[0][1],
+            "after_final": evals[-1][1], "evals": evals,
+            "rl_train_seconds": round(sum(r.get("perf/step_s", 0.0) for r in rows), 1)}
+
+
 def cfg_model_path(cfg) -> str:
     from llmrl.trainer.loop import warm_started_model
 
@@ -77,8 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
     results = []
     for seed in args.seeds:
         if args.summarize_only:
-            r = json.loads((Path(args.out) / f"seed{seed}" / "result.json").read_text())
-            r["evals"] = [tuple(e) for e in r["evals"]]
+            r = read_seed(Path(args.out) / f"seed{seed}", seed)
         else:
             r = run_seed(seed, args.steps, args.eval_every, Path(args.out), args.overrides)
         tail = [acc for _, acc in r["evals"][-args.last_evals:]]
