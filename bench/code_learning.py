@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> dict:
             r = read_seed(Path(args.out) / f"seed{seed}", seed)
         else:
             r = run_seed(seed, args.steps, args.eval_every, Path(args.out), args.overrides)
-        tail = [acc for _, acc in r["evals"][-args.last_evals:]]
+        tail = [acc for _, acc in r["evals"][1:][-args.last_evals:]] or [r["evals"][-1][1]]  # never "before" itself
         r["after"] = sum(tail) / len(tail)
         r["delta_points"] = round(100 * (r["after"] - r["before"]), 2)
         results.append(r)
