@@ -144,6 +144,10 @@ class TrainerConfig(Section):
         50, ge=1, description="Stop after this many consecutive steps where every group has equal rewards."
     )
     device: str = Field("auto", description="'auto', 'cpu', 'cuda', 'cuda:1', ...")
+    num_threads: int | None = Field(
+        None, gt=0, description="torch CPU threads; None = torch's default. 1 is much faster for tiny models "
+        "when other processes share the cores (no spin-waiting threads)."
+    )
 
 
 class LoggingConfig(Section):

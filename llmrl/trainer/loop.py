@@ -177,20 +177,6 @@ def warm_started_model(cfg: RecipeConfig, *, progress: bool) -> str:
         (tmp / "warm_start.json").write_text(json.dumps(stats, indent=2, default=str))
         tmp.replace(path)  # atomic: a killed run never leaves a half-written model under the final name
     return str(path)
-    seed_everything(cfg.trainer.seed)
-    model, tok = load_model_and_tokenizer(cfg.model.name_or_path, dtype=cfg.model.dtype)
-    # Warm start on its own draw of the train split; held-out accuracy from the test split.
-    train = build_dataset(cfg.data.name, "train", n=ws.num_examples, seed=cfg.trainer.seed + 1, args=cfg.data.args)
-    heldout = build_dataset(cfg.data.name, "test", n=ws.eval_size, seed=cfg.trainer.seed, args=cfg.data.args)
-    stats = warm_start(model, tok, train, heldout, lr=ws.lr, batch_size=ws.batch_size, max_steps=ws.max_steps,
-                       target_accuracy=ws.target_accuracy, eval_every=ws.eval_every, seed=cfg.trainer.seed,
-                       progress=progress)
-    tmp = path.with_suffix(".tmp")
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    (tmp / "warm_start.json").write_text(json.dumps(stats, indent=2, default=str))
-    tmp.replace(path)  # atomic: a concurrent or killed run never sees a half-written model
-    return str(path)
 
 
 def build_scheduler(cfg: RecipeConfig, optimizer: torch.optim.Optimizer):
@@ -205,6 +191,8 @@ def setup(cfg: RecipeConfig, *, resume: bool = False) -> Run:
     from llmrl.data.registry import build_dataset
     from llmrl.models.load import load_model_and_tokenizer
 
+    if cfg.trainer.num_threads:
+        torch.set_num_threads(cfg.trainer.num_threads)
     output_dir = Path(cfg.trainer.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     state = ckpt.load_latest(output_dir) if resume else None
