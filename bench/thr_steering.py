@@ -1,0 +1,238 @@
+"""Does THR's p steer exploitation vs exploration on the tiny arithmetic task?
+
+For every seed, the warm-started model of recipes/tiny/math_grpo.yaml (trained once per seed and
+cached by recipe hash + seed, so every p of a seed starts from the same weights and the same RNG
+state) is trained with GRPO + THR for each p in ``--ps`` (default -0.5, 0, +0.5; p = 0 with mode
+"reweight" is plain GRPO bit for bit, tests/test_trainer_thr.py). Then, on the held-out split:
+
+* greedy accuracy (the trainer's ``evaluate``); "greedy" is the mean of the last ``--last-evals``
+  evaluations, ``--eval-every`` steps apart, because greedy accuracy moves 2-3 points between
+  evaluations (docs/benchmarks.md);
+* pass@k (default k = 8): k completions per prompt at temperature 1 from the rollout engine,
+  scored with the recipe's reward, unbiased estimator ``llmrl.eval.passk``; pass@1 from the same
+  samples.
+
+Per p, the interquartile mean over seeds with a 95% stratified bootstrap CI (rliable, via
+``llmrl.eval.stats``) of each score, of its change from the warm start, and of its paired
+difference from p = 0 (same seed). The paper's claim (spec "Reference results") is p > 0 better
+greedy, p < 0 better pass@k; this bench reports whatever the runs show. Output: one JSON object.
+
+    python bench/thr_steering.py --seeds 0 1 2 3 4 --steps 150
+
+Cost on 2 shared CPU cores: about 2 min of warm start per new seed (cached afterwards) plus
+``steps`` x ~0.3-0.5 s per run and ~10 s of evaluation per run; see the report's ``timing``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+RECIPE = REPO / "recipes" / "tiny" / "math_grpo.yaml"
+
+
+def load_cfg(seed: int, p: float | None, steps: int, out: Path, extra: list[str]):
+    from llmrl.config.load import load_recipe
+
+    tw = ["algorithm.token_weighting.type=none"] if p is None else \
+        ["algorithm.token_weighting.type=thr", f"algorithm.token_weighting.p={p}"]
+    return load_recipe(RECIPE, [
+        f"trainer.seed={seed}", f"trainer.steps={steps}", f"trainer.output_dir={out}", "trainer.eval_every=0",
+        "trainer.checkpoint_every=0", "logging.progress=false", "logging.plot=false", "logging.tensorboard=false",
+        "logging.samples_per_step=0", *tw, *extra,
+    ])
+
+
+def pass_at_k_eval(run, k: int, *, seed: int, batch_prompts: int = 256) -> dict[str, float]:
+    """pass@k and pass@1 on the held-out split from k samples per prompt at temperature 1."""
+    import torch
+
+    from llmrl.eval.passk import mean_pass_at_k
+    from llmrl.rewards.runner import score
+    from llmrl.rollout.types import SamplingParams
+    from llmrl.trainer.loop import columns_for, format_prompts
+
+    cfg, data = run.cfg, run.eval_data
+    sampling = SamplingParams(temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=cfg.rollout.max_completion_length)
+    torch.manual_seed(seed)  # reproducible evaluation samples
+    counts: list[tuple[int, int]] = []
+    for start in range(0, len(data), batch_prompts):
+        idx = list(range(start, min(start + batch_prompts, len(data))))
+        raw = data.select(idx)[cfg.data.prompt_column]
+        batch = run.engine.generate(format_prompts(cfg, run.tokenizer, raw), sampling, n=k)
+        res = score([p for p in raw for _ in range(k)], batch.completions,
+                    columns_for(data, idx, cfg.data.prompt_column, k), run.reward_fns)
+        ok = (torch.nan_to_num(res.per_reward[run.reward_fns[0].name], nan=0.0) >= 1.0).view(len(idx), k)
+        counts += [(k, int(c)) for c in ok.sum(1).tolist()]
+    return {f"pass@{k}": mean_pass_at_k(counts, k), "pass@1": mean_pass_at_k(counts, 1)}
+
+
+def limit_heldout(run, n: int | None) -> None:
+    """Score only the first n held-out prompts (for quick checks; the data config, and with it the
+    cached warm start, stays the recipe's)."""
+    if n is not None and n < len(run.eval_data):
+        run.eval_data = run.eval_data.select(range(n))
+
+
+def train_one(seed: int, p: float | None, steps: int, eval_every: int, last_evals: int, k: int, out: Path,
+              extra: list[str], heldout: int | None = None) -> dict:
+    from llmrl.trainer.loop import evaluate, rl_step, setup
+
+    shutil.rmtree(out, ignore_errors=True)
+    run = setup(load_cfg(seed, p, steps, out, extra))
+    limit_heldout(run, heldout)
+    t0 = time.perf_counter()
+    evals: list[tuple[int, float]] = []
+    rows: list[dict] = []
+    eval_s = 0.0
+    for step in range(1, steps + 1):
+        m = rl_step(run, step)
+        if step % eval_every == 0 or step == steps:
+            te = time.perf_counter()
+            m.update(evaluate(run))  # greedy: consumes no RNG, so it cannot change the training run
+            eval_s += time.perf_counter() - te
+            evals.append((step, m["eval/accuracy"]))
+        run.logger.metrics(step, m)
+        rows.append(m)
+    train_s = time.perf_counter() - t0 - eval_s
+    te = time.perf_counter()
+    pk = pass_at_k_eval(run, k, seed=10_000 + seed)
+    eval_s += time.perf_counter() - te
+    run.logger.close()
+    tail = [a for _, a in evals[-last_evals:]]
+    mean = lambda key: sum(r.get(key, 0.0) for r in rows) / len(rows)
+    return {
+        "seed": seed, "p": p, "greedy": sum(tail) / len(tail), "greedy_final": evals[-1][1], "evals": evals, **pk,
+        "reward_first10": sum(r["reward/mean"] for r in rows[:10]) / min(len(rows), 10),
+        "reward_last10": sum(r["reward/mean"] for r in rows[-10:]) / min(len(rows), 10),
+        "thr_dominant_frac_mean": mean("thr/dominant_frac"), "thr_pos_frac_mean": mean("thr/pos_frac"),
+        "train_s": round(train_s, 1), "eval_s": round(eval_s, 1),
+        "step_s_mean": round(sum(r["perf/step_s"] for r in rows) / len(rows), 4),
+    }
+
+
+def before_eval(seed: int, steps: int, k: int, out: Path, extra: list[str], heldout: int | None = None) -> dict:
+    """Scores of the warm start itself (shared by every p of this seed)."""
+    from llmrl.trainer.loop import evaluate, setup
+
+    shutil.rmtree(out, ignore_errors=True)
+    run = setup(load_cfg(seed, 0.0, steps, out, extra))
+    limit_heldout(run, heldout)
+    res = {"greedy": evaluate(run)["eval/accuracy"], **pass_at_k_eval(run, k, seed=10_000 + seed)}
+    run.logger.close()
+    return res
+
+
+def summarise(runs: list[dict], before: dict[int, dict], ps: list[float], seeds: list[int], k: int) -> dict:
+    import numpy as np
+
+    from llmrl.eval.stats import iqm_ci
+
+    metrics = ["greedy", f"pass@{k}", "pass@1"]
+    by = {(r["seed"], r["p"]): r for r in runs}
+    name = lambda p: f"p={p:+g}"
+    out: dict = {}
+    for metric in metrics:
+        score = {name(p): np.array([by[s, p][metric] for s in seeds]) for p in ps}
+        delta = {name(p): np.array([by[s, p][metric] - before[s][metric] for s in seeds]) for p in ps}
+        entry = {"score": iqm_ci(score), "delta_vs_warm_start": iqm_ci(delta),
+                 "warm_start": iqm_ci({"warm_start": np.array([before[s][metric] for s in seeds])})["warm_start"]}
+        if 0.0 in ps:
+            entry["paired_minus_p0"] = iqm_ci({name(p): np.array([by[s, p][metric] - by[s, 0.0][metric] for s in seeds])
+                                               for p in ps if p != 0.0})
+        out[metric] = _rounded(entry)
+    return out
+
+
+def _rounded(x):
+    if isinstance(x, dict):
+        return {k: _rounded(v) for k, v in x.items()}
+    return round(x, 4) if isinstance(x, float) else x
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    ap.add_argument("--ps", type=float, nargs="+", default=[-0.5, 0.0, 0.5])
+    ap.add_argument("--steps", type=int, default=150, help="GRPO steps per run (64 prompts x 8 samples each)")
+    ap.add_argument("--eval-every", type=int, default=25)
+    ap.add_argument("--last-evals", type=int, default=3, help="'greedy' = mean of this many final evaluations")
+    ap.add_argument("--k", type=int, default=8, help="samples per prompt for pass@k")
+    ap.add_argument("--heldout", type=int, default=None,
+                    help="score only the first N held-out prompts (default: all of data.eval_size)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch.set_num_threads; 1 (default) because on a shared 2-core host a second intra-op "
+                         "thread per process spins against other processes; 0 leaves torch's default")
+    ap.add_argument("--out", default="runs/bench_thr_steering")
+    ap.add_argument("--json-out", default=None, help="also write the report here")
+    ap.add_argument("--reuse", action="store_true",
+                    help="read finished runs (same settings) from --out instead of rerunning them")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], help="extra recipe overrides")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from llmrl.trainer.loop import warm_started_model
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    t_all = time.perf_counter()
+    root = Path(args.out)
+    runs, before, warm_s = [], {}, {}
+    # Every finished piece is saved as <out>/<run>/result.json; with --reuse a piece whose settings
+    # match is read back instead of rerun, so seeds can run in separate processes (or a killed bench
+    # can go on) and one last call with all seeds only summarises.
+    settings = {"steps": args.steps, "eval_every": args.eval_every, "last_evals": args.last_evals, "k": args.k,
+                "overrides": args.overrides, "heldout": args.heldout}
+
+    def cached(folder: Path, make):
+        f = folder / "result.json"
+        if args.reuse and f.is_file():
+            saved = json.loads(f.read_text())
+            if saved.get("settings") == settings:
+                return saved["result"]
+        result = make()
+        folder.mkdir(parents=True, exist_ok=True)
+        f.write_text(json.dumps({"settings": settings, "result": result}))
+        return result
+
+    for seed in args.seeds:
+        t0 = time.perf_counter()
+        warm_started_model(load_cfg(seed, None, args.steps, root / "warm", args.overrides), progress=False)
+        warm_s[seed] = round(time.perf_counter() - t0, 1)
+        folder = root / f"seed{seed}_before"
+        before[seed] = cached(folder, lambda: before_eval(seed, args.steps, args.k, folder, args.overrides, args.heldout))
+        print(json.dumps({"seed": seed, "warm_start_s": warm_s[seed], "before": before[seed]}), file=sys.stderr)
+        for p in args.ps:
+            folder = root / f"seed{seed}_p{p:+g}"
+            r = cached(folder, lambda: train_one(seed, p, args.steps, args.eval_every, args.last_evals, args.k,
+                                                 folder, args.overrides, args.heldout))
+            runs.append(r)
+            print(json.dumps({k: v for k, v in r.items() if k != "evals"}), file=sys.stderr)
+
+    report = {
+        "bench": "thr_steering", "recipe": str(RECIPE.relative_to(REPO)), "seeds": args.seeds, "ps": args.ps,
+        "steps": args.steps, "eval_every": args.eval_every, "last_evals": args.last_evals, "k": args.k,
+        "heldout_prompts": min(args.heldout or 10**9, load_cfg(args.seeds[0], None, args.steps, root / "warm", args.overrides).data.eval_size),
+        "torch_threads": torch.get_num_threads(),
+        "summary_iqm_95ci": summarise(runs, before, args.ps, args.seeds, args.k),
+        "warm_start": {str(s): _rounded(v) for s, v in before.items()},
+        "runs": [_rounded(r) for r in runs],
+        "timing": {"warm_start_s_per_seed": warm_s, "train_s_total": round(sum(r["train_s"] for r in runs), 1),
+                   "eval_s_total": round(sum(r["eval_s"] for r in runs), 1),
+                   "total_wall_s": round(time.perf_counter() - t_all, 1)},
+        "command": "python bench/thr_steering.py " + " ".join(sys.argv[1:] if argv is None else argv),
+    }
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.json_out:
+        Path(args.json_out).write_text(text + "\n")
+    return report
+
+
+if __name__ == "__main__":
+    main()
