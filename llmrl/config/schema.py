@@ -42,6 +42,8 @@ class WarmStartConfig(Section):
     eval_every: int = Field(5, gt=0, description="Steps between early-stopping checks; accuracy can jump "
                             "tens of points in 25 steps, overshooting the target.")
     eval_size: int = Field(300, gt=0, description="Held-out prompts for the early-stopping check.")
+    seed: int | None = Field(None, description="Warm-start seed; None = trainer.seed. Fix it to compare RL "
+                             "seeds from one shared warm start.")
 
 
 class ModelConfig(Section):

@@ -154,8 +154,9 @@ def warm_started_model(cfg: RecipeConfig, *, progress: bool) -> str:
     from llmrl.models.warm_start import warm_start
     from llmrl.paths import cache_dir
 
+    seed = cfg.trainer.seed if ws.seed is None else ws.seed
     key = json.dumps({"model": cfg.model.name_or_path, "data": cfg.data.model_dump(), "warm": ws.model_dump(),
-                      "seed": cfg.trainer.seed, "v": 1}, sort_keys=True)
+                      "seed": seed, "v": 1}, sort_keys=True)
     path = cache_dir() / "warm_start" / hashlib.sha256(key.encode()).hexdigest()[:16]
     path.parent.mkdir(parents=True, exist_ok=True)
     # One process trains, concurrent runs of the same recipe and seed wait and reuse its result.
