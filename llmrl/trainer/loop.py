@@ -164,13 +164,13 @@ def warm_started_model(cfg: RecipeConfig, *, progress: bool) -> str:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (path / "config.json").exists():
             return str(path)
-        seed_everything(cfg.trainer.seed)
+        seed_everything(seed)
         model, tok = load_model_and_tokenizer(cfg.model.name_or_path, dtype=cfg.model.dtype)
         # Warm start on its own draw of the train split; held-out accuracy from the test split.
-        train = build_dataset(cfg.data.name, "train", n=ws.num_examples, seed=cfg.trainer.seed + 1, args=cfg.data.args)
-        heldout = build_dataset(cfg.data.name, "test", n=ws.eval_size, seed=cfg.trainer.seed, args=cfg.data.args)
+        train = build_dataset(cfg.data.name, "train", n=ws.num_examples, seed=seed + 1, args=cfg.data.args)
+        heldout = build_dataset(cfg.data.name, "test", n=ws.eval_size, seed=seed, args=cfg.data.args)
         stats = warm_start(model, tok, train, heldout, lr=ws.lr, batch_size=ws.batch_size, max_steps=ws.max_steps,
-                           target_accuracy=ws.target_accuracy, eval_every=ws.eval_every, seed=cfg.trainer.seed,
+                           target_accuracy=ws.target_accuracy, eval_every=ws.eval_every, seed=seed,
                            progress=progress)
         tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
         model.save_pretrained(tmp)
