@@ -7,7 +7,7 @@ the sandbox, CodeRL outcome rewards) for several seeds. Each seed: its own super
 `--last-evals` evaluations, because greedy pass rates move a few points between evaluations.
 Prints JSON: per-seed before/after/delta, the mean delta, and IQM with a 95% bootstrap CI.
 
-    python bench/code_learning.py --seeds 0 1 2 --steps 300
+    python bench/code_learning.py --seeds 0 1 2
     # or one process per seed, then combine:
     for s in 0 1 2; do python bench/code_learning.py --seeds $s & done; wait
     python bench/code_learning.py --seeds 0 1 2 --summarize-only
@@ -83,8 +83,8 @@ def cfg_model_path(cfg) -> str:
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--eval-every", type=int, default=50)
+    ap.add_argument("--steps", type=int, default=96)
+    ap.add_argument("--eval-every", type=int, default=24)
     ap.add_argument("--last-evals", type=int, default=3, help="'after' = mean of this many final evaluations")
     ap.add_argument("--out", default="runs/bench_code_learning")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="extra recipe overrides")
