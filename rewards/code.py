@@ -48,8 +48,9 @@ from typing import Any, Literal, Mapping, Sequence
 
 from llmrl.rewards.types import Scores, completion_text
 from llmrl.sandbox.jobs import (
-    Executor, Job, JobResult, Limits, Outcome, Tests, tests_from_dict,
+    Executor, Job, JobResult, Limits, Outcome, Tests,
 )
+from llmrl.sandbox.jobs import tests_from_dict as _tests_from_dict  # aliased: pytest collects test*
 
 __all__ = [
     "CODERL_LEVELS", "code_reward", "extract_program", "build_program", "score_result",
@@ -113,7 +114,7 @@ def parse_tests(tests: Any) -> Tests:
             raise ValueError(f"the 'tests' column holds a string that is not JSON ({exc}); store "
                              "json.dumps(tests.to_dict()) there") from None
     if isinstance(tests, dict):
-        return tests_from_dict(tests)
+        return _tests_from_dict(tests)
     if hasattr(tests, "to_dict"):
         return tests
     raise ValueError(f"the 'tests' column must hold Tests.to_dict() (dict or JSON string), got "

@@ -1,0 +1,17 @@
+"""The runnable examples in the docstrings of the code-RL and eval modules (the code reward's
+example runs the real sandbox)."""
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = ["llmrl.eval.passk", "llmrl.eval.stats", "llmrl.eval.benchmarks", "llmrl.rewards.code",
+           "llmrl.data.code_tiny"]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_doctests(name):
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
