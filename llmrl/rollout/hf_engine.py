@@ -60,6 +60,7 @@ class HFEngine:
     def _generate_chunk(self, prompts: list[str], sampling: SamplingParams, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         tok = self.tokenizer
         tok.padding_side = "left"
+        tok.truncation_side = "left"  # an over-long prompt loses its start, not the end next to the answer
         enc = tok(prompts, return_tensors="pt", padding=True, truncation=True, max_length=self.max_prompt_length,
                   add_special_tokens=self.add_special_tokens)
         device = next(self.model.parameters()).device

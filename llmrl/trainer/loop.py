@@ -171,7 +171,7 @@ def warm_started_model(cfg: RecipeConfig, *, progress: bool) -> str:
         heldout = build_dataset(cfg.data.name, "test", n=ws.eval_size, seed=seed, args=cfg.data.args)
         stats = warm_start(model, tok, train, heldout, lr=ws.lr, batch_size=ws.batch_size, max_steps=ws.max_steps,
                            target_accuracy=ws.target_accuracy, eval_every=ws.eval_every, seed=seed,
-                           progress=progress)
+                           max_new_tokens=cfg.rollout.max_completion_length, progress=progress)
         tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
