@@ -29,8 +29,12 @@ def run_recipe(recipe: Path, overrides: list[str], resume: bool) -> dict:
         _fail(f"error: {exc}", 2)
     from llmrl.trainer.loop import DegenerateSignal, TrainingDiverged, train
 
+    from llmrl.trainer.reporting import summary_table
+
     try:
-        return train(cfg, resume=resume)
+        summary = train(cfg, resume=resume)
+        typer.echo(summary_table(summary))
+        return summary
     except (TrainingDiverged, DegenerateSignal) as exc:
         _fail(f"error: {exc}", 1)
     except ValueError as exc:  # configuration that only shows at setup (missing model, dataset column...)

@@ -37,7 +37,7 @@ from llmrl.rollout.engine import RolloutEngine, build_engine
 from llmrl.rollout.types import RolloutBatch, SamplingParams
 from llmrl.trainer import checkpoint as ckpt
 from llmrl.trainer.forward import forward_completions
-from llmrl.trainer.reporting import RunLogger, plot_curves, read_metrics, summary_table
+from llmrl.trainer.reporting import RunLogger, plot_curves, read_metrics
 from llmrl.trainer.token_weighting import TokenWeighting
 
 log = logging.getLogger("llmrl")
@@ -442,7 +442,7 @@ def evaluate(run: Run, *, batch_size: int = 256) -> dict[str, float]:
 
 
 def train(cfg: RecipeConfig, *, resume: bool = False) -> dict[str, Any]:
-    """Run a recipe to the end; returns the summary (also printed and saved as summary.json)."""
+    """Run a recipe to the end; returns the summary (also saved as summary.json; the CLI prints it)."""
     from tqdm.auto import tqdm
 
     run = setup(cfg, resume=resume)
@@ -497,5 +497,4 @@ def train(cfg: RecipeConfig, *, resume: bool = False) -> dict[str, Any]:
         "output_dir": str(run.output_dir),
     }
     (run.output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(summary_table(summary))
     return summary
