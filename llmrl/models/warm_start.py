@@ -168,7 +168,9 @@ def warm_start(
     accuracy, step, losses, reached = initial, 0, [], (
         target_accuracy is not None and initial >= target_accuracy)
     order: list[int] = []
-    bar = tqdm(total=max_steps, desc="warm start", disable=not progress, leave=False)
+    # The total is only an upper bound: the run stops once held-out accuracy reaches the target.
+    desc = "warm start" if target_accuracy is None else f"warm start (until {target_accuracy:.0%} held-out)"
+    bar = tqdm(total=max_steps, desc=desc, disable=not progress, leave=False)
     model.train()
     while not reached and step < max_steps:
         if len(order) < batch_size:  # next shuffled epoch (remainder carried over)
