@@ -16,8 +16,10 @@ here). llmrl always runs an old-policy forward pass; TRL skips it when ``num_ite
 
 Each run is a separate process (``--which ours|trl``); runs alternate ours/trl, then trl/ours
 (ABBA), so drift in the shared machine's load hits both sides alike. The first ``--warmup``
-steps of every run are dropped; a side's figure is the median over all its steady steps. Each
-run also checks that it really trained: non-zero gradient norm and weights that moved.
+steps of every run are dropped; a run's figure is the median of its steady steps, a side's the
+median over its runs, and the ratio the median over rounds of the two runs' ratio (back-to-back
+runs see the most similar load). Each run also checks that it really trained: non-zero gradient
+norm and weights that moved.
 
 Step time is the same span on both sides: generation, rewards, advantages, (our old-policy
 pass), forward, backward and the optimizer step. For llmrl it is ``perf/step_s`` from
@@ -50,7 +52,7 @@ def shared(args) -> dict:
     """The settings both sides get. Values the recipe fixes are read from it, so they cannot drift."""
     from llmrl.config.load import load_recipe
 
-    cfg = load_recipe(RECIPE, [f"trainer.seed={args.seed}", "logging.progress=false"])
+    cfg = load_recipe(args.recipe, [f"trainer.seed={args.seed}", "logging.progress=false"])
     return {
         "num_generations": cfg.rollout.num_generations,
         "prompts_per_step": cfg.trainer.prompts_per_step,
@@ -84,7 +86,7 @@ def resolve_model(args) -> str:
     from llmrl.config.load import load_recipe
     from llmrl.trainer.loop import warm_started_model
 
-    cfg = load_recipe(RECIPE, [f"trainer.seed={args.seed}", "logging.progress=false"])
+    cfg = load_recipe(args.recipe, [f"trainer.seed={args.seed}", "logging.progress=false"])
     return warm_started_model(cfg, progress=False)
 
 
@@ -107,7 +109,7 @@ def run_ours(args, s: dict, out_dir: Path) -> dict:
     from llmrl.config.load import load_recipe
     from llmrl.trainer.reporting import read_metrics
 
-    cfg = load_recipe(RECIPE, [
+    cfg = load_recipe(args.recipe, [
         f"model.name_or_path={args.model}", "model.warm_start=null",
         f"trainer.seed={args.seed}", f"trainer.steps={args.steps}", f"trainer.output_dir={out_dir}",
         "trainer.eval_every=0", "trainer.checkpoint_every=0", "trainer.warmup_steps=0", "trainer.device=cpu",
@@ -275,7 +277,7 @@ def profile(args) -> None:
     G, P, C = s["num_generations"], s["prompts_per_step"], s["max_completion_length"]
     work = Path(tempfile.mkdtemp(prefix="vs_trl_profile_"))
     try:
-        cfg = load_recipe(RECIPE, [f"model.name_or_path={args.model}", "model.warm_start=null",
+        cfg = load_recipe(args.recipe, [f"model.name_or_path={args.model}", "model.warm_start=null",
                                    f"trainer.output_dir={work / 'ours'}", "trainer.device=cpu", "data.eval_size=0",
                                    "logging.progress=false", "logging.tensorboard=false"])
         run = loop.setup(cfg)
@@ -346,7 +348,7 @@ def profile(args) -> None:
 # --------------------------------------------------------------------------- parent: alternate runs
 def spawn(args, which: str, work: Path, run_id: str) -> dict:
     out = work / f"{run_id}.json"
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--which", which, "--model", args.model,
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--which", which, "--model", args.model, "--recipe", args.recipe,
            "--steps", str(args.steps), "--warmup", str(args.warmup), "--seed", str(args.seed),
            "--work-dir", str(work / run_id), "--json-out", str(out)]
     if args.threads:
@@ -383,12 +385,16 @@ def parent(args) -> None:
 
     if args.steps <= args.warmup:
         raise SystemExit(f"--steps ({args.steps}) must exceed --warmup ({args.warmup})")
-    args.model = resolve_model(args)
-    s = shared(args)
     runs: dict[str, list[dict]] = {"ours": [], "trl": []}
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="vs_trl_") as tmp:
         work = Path(tmp)
+        # Every run reads one snapshot of the recipe, so an edit to it mid-benchmark cannot split the sides.
+        snapshot = work / "recipe.yaml"
+        snapshot.write_text(Path(args.recipe).read_text())
+        args.recipe = str(snapshot)
+        args.model = resolve_model(args)
+        s = shared(args)
         for r in range(args.rounds):
             for which in (("ours", "trl") if r % 2 == 0 else ("trl", "ours")):
                 res = spawn(args, which, work, f"r{r}_{which}")
@@ -400,13 +406,10 @@ def parent(args) -> None:
 
     def side(which: str) -> dict:
         rs = runs[which]
-        pooled = [t for x in rs for t in x["step_s"][args.warmup:]]
-        pooled_cpu = [t for x in rs for t in x["cpu_s"][args.warmup:]]
         phase_names = rs[0]["phases_s"].keys()
         return {
-            "s_per_step": statistics.median(pooled),
-            "cpu_s_per_step": statistics.median(pooled_cpu),
-            "per_round": [round(median_steady(x, args.warmup), 4) for x in rs],
+            "per_round": [statistics.median(x["step_s"][args.warmup:]) for x in rs],
+            "per_round_cpu": [statistics.median(x["cpu_s"][args.warmup:]) for x in rs],
             "phases_s": {k: round(statistics.mean(x["phases_s"][k] for x in rs), 4) for k in phase_names},
             "sanity": {k: round(statistics.mean(x[k] for x in rs), 4) for k in
                        ("grad_norm_mean", "loss_abs_mean", "weights_rel_change", "reward_mean",
@@ -414,18 +417,26 @@ def parent(args) -> None:
         }
 
     ours, theirs = side("ours"), side("trl")
+    # The two runs of a round ran back to back, so their ratio is the least load-sensitive figure;
+    # the headline ratio is the median over rounds of those paired ratios (not a ratio of pooled
+    # medians, which the load drifting between rounds can skew either way).
+    ratios = [t / o for t, o in zip(theirs["per_round"], ours["per_round"])]
+    cpu_ratios = [t / o for t, o in zip(theirs["per_round_cpu"], ours["per_round_cpu"])]
     s["torch_threads"] = {w: sorted({x["torch_threads"] for x in runs[w]}) for w in runs}  # as measured after each run
     s["model"] = args.model
     s["trl_optimizer"] = runs["trl"][0]["optimizer"]
     out = {
-        "ours_s_per_step": round(ours["s_per_step"], 4),
-        "trl_s_per_step": round(theirs["s_per_step"], 4),
-        "ratio_trl_over_ours": round(theirs["s_per_step"] / ours["s_per_step"], 3),
+        "ours_s_per_step": round(statistics.median(ours["per_round"]), 4),
+        "trl_s_per_step": round(statistics.median(theirs["per_round"]), 4),
+        "ratio_trl_over_ours": round(statistics.median(ratios), 3),
         "rounds": args.rounds,
-        "per_round_s_per_step": {"ours": ours["per_round"], "trl": theirs["per_round"]},
+        "per_round_s_per_step": {"ours": [round(x, 4) for x in ours["per_round"]],
+                                 "trl": [round(x, 4) for x in theirs["per_round"]],
+                                 "ratio_trl_over_ours": [round(x, 3) for x in ratios]},
         # CPU seconds of the process per step: less sensitive than wall time to other load on the machine
-        "cpu_s_per_step": {"ours": round(ours["cpu_s_per_step"], 4), "trl": round(theirs["cpu_s_per_step"], 4),
-                           "ratio_trl_over_ours": round(theirs["cpu_s_per_step"] / ours["cpu_s_per_step"], 3)},
+        "cpu_s_per_step": {"ours": round(statistics.median(ours["per_round_cpu"]), 4),
+                           "trl": round(statistics.median(theirs["per_round_cpu"]), 4),
+                           "ratio_trl_over_ours": round(statistics.median(cpu_ratios), 3)},
         "phases_s": {"ours": ours["phases_s"], "trl": theirs["phases_s"]},
         "sanity": {"ours": ours["sanity"], "trl": theirs["sanity"]},
         "config": s,
@@ -443,6 +454,7 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=5, help="first steps of each run left out of the timing")
     p.add_argument("--rounds", type=int, default=3, help="ours/trl run pairs, alternating which goes first")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--recipe", default=str(RECIPE), help="llmrl recipe both sides take their settings from")
     p.add_argument("--model", default=None, help="model folder both sides start from (default: the tiny recipe's warm start)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads for both sides (default: the recipe's trainer.num_threads, else torch's default)")
