@@ -297,10 +297,12 @@ def reference_forward(run: Run, batch: RolloutBatch) -> torch.Tensor | None:
     return out
 
 
-def update(run: Run, batch: RolloutBatch, old_logps: torch.Tensor, ref_logps: torch.Tensor | None,
+def update(run: Run, batch: RolloutBatch, old_logps: torch.Tensor | None, ref_logps: torch.Tensor | None,
            adv_tok: torch.Tensor, step: int) -> dict[str, float]:
     """``algorithm.epochs`` passes x ``num_minibatches`` optimizer steps, micro-batched; each micro-batch's
-    loss is normalised by its whole minibatch so accumulation equals one big batch."""
+    loss is normalised by its whole minibatch so accumulation equals one big batch. ``old_logps`` None
+    means on-policy: every micro-batch runs before the single optimizer step, so the current
+    log-probs, detached, are exactly the old ones."""
     cfg, alg = run.cfg, run.cfg.algorithm
     mask = batch.loss_mask.float()
     totals: dict[str, float] = {}
@@ -314,8 +316,9 @@ def update(run: Run, batch: RolloutBatch, old_logps: torch.Tensor, ref_logps: to
             for rows in mb.split(cfg.trainer.micro_batch_size):
                 fwd = forward_completions(run.policy, batch, rows, temperature=cfg.rollout.temperature)
                 dev = fwd.logps.device
+                old = fwd.logps.detach() if old_logps is None else old_logps[rows].to(dev)
                 loss, st = policy_loss(
-                    fwd.logps, old_logps[rows].to(dev), adv_tok[rows].to(dev), mask[rows].to(dev),
+                    fwd.logps, old, adv_tok[rows].to(dev), mask[rows].to(dev),
                     kind=alg.policy_loss, clip_eps_low=alg.clip_eps_low, clip_eps_high=alg.clip_eps_high,
                     loss_agg=alg.loss_agg, kl_coef=alg.kl_coef,
                     ref_logps=ref_logps[rows].to(dev) if ref_logps is not None else None,
@@ -393,8 +396,13 @@ def rl_step(run: Run, step: int) -> dict[str, Any]:
         keep_rows = (~flat).repeat_interleave(G).nonzero().squeeze(1)
     train_batch = batch.select(keep_rows) if len(keep_rows) < len(batch) else batch
     if len(train_batch):
+        # Fully on-policy (one optimizer step per rollout batch) and no THR: pi_old == pi at the
+        # update, so the old log-probs are the update's own, detached (as TRL does). Otherwise
+        # the old-policy pass runs, and THR takes its hidden states from it.
+        alg = cfg.algorithm
+        on_policy = alg.epochs == 1 and alg.num_minibatches == 1 and not run.weighting.needs_hidden
         with timers("old_forward"):
-            old_logps = old_policy_forward(run, train_batch)
+            old_logps = None if on_policy else old_policy_forward(run, train_batch)
         ref_logps = reference_forward(run, train_batch)
         with timers("token_weighting"):
             adv_tok, tw_stats = run.weighting.apply(adv[keep_rows], rewards.total[keep_rows], train_batch, step)
