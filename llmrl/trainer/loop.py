@@ -36,7 +36,7 @@ from llmrl.rewards.runner import RewardFn, build_reward_fns, score
 from llmrl.rollout.engine import RolloutEngine, build_engine
 from llmrl.rollout.types import RolloutBatch, SamplingParams
 from llmrl.trainer import checkpoint as ckpt
-from llmrl.trainer.forward import forward_completions
+from llmrl.trainer.forward import ForwardOut, forward_completions
 from llmrl.trainer.reporting import RunLogger, plot_curves, read_metrics
 from llmrl.trainer.token_weighting import TokenWeighting
 
@@ -298,14 +298,18 @@ def reference_forward(run: Run, batch: RolloutBatch) -> torch.Tensor | None:
 
 
 def update(run: Run, batch: RolloutBatch, old_logps: torch.Tensor | None, ref_logps: torch.Tensor | None,
-           adv_tok: torch.Tensor, step: int) -> dict[str, float]:
+           adv_tok: torch.Tensor | tuple[torch.Tensor, torch.Tensor], step: int) -> dict[str, float]:
     """``algorithm.epochs`` passes x ``num_minibatches`` optimizer steps, micro-batched; each micro-batch's
-    loss is normalised by its whole minibatch so accumulation equals one big batch. ``old_logps`` None
-    means on-policy: every micro-batch runs before the single optimizer step, so the current
-    log-probs, detached, are exactly the old ones."""
+    loss is normalised by its whole minibatch so accumulation equals one big batch.
+
+    ``old_logps`` None means on-policy: every micro-batch runs before the single optimizer step, so
+    the current log-probs, detached, are exactly the old ones. ``adv_tok`` given as (response
+    advantages [N], rewards [N]) means the same for THR: the batch is one micro-batch and THR is
+    computed from this forward's detached hidden states, before its loss (no extra pass)."""
     cfg, alg = run.cfg, run.cfg.algorithm
     mask = batch.loss_mask.float()
     totals: dict[str, float] = {}
+    weighting_stats: dict[str, float] = {}
     n_updates = 0
     run.policy.train()
     for _epoch in range(alg.epochs):
@@ -314,7 +318,16 @@ def update(run: Run, batch: RolloutBatch, old_logps: torch.Tensor | None, ref_lo
             run.optimizer.zero_grad(set_to_none=True)
             num_tokens = float(mask[mb].sum())
             for rows in mb.split(cfg.trainer.micro_batch_size):
-                fwd = forward_completions(run.policy, batch, rows, temperature=cfg.rollout.temperature)
+                fused = isinstance(adv_tok, tuple)
+                fwd = forward_completions(run.policy, batch, rows, temperature=cfg.rollout.temperature,
+                                          want_hidden=fused, keep_logits=fused)
+                if fused:  # THR from this forward (see docstring); the values are pi_old's
+                    t0 = time.perf_counter()
+                    run.weighting.begin(batch)
+                    with torch.no_grad():
+                        run.weighting.observe(rows, ForwardOut(fwd.logps.detach(), fwd.logits.detach(), fwd.hidden.detach()))
+                    adv_tok, weighting_stats = run.weighting.apply(*adv_tok, batch, step)
+                    weighting_stats["perf/token_weighting_s"] = time.perf_counter() - t0
                 dev = fwd.logps.device
                 old = fwd.logps.detach() if old_logps is None else old_logps[rows].to(dev)
                 loss, st = policy_loss(
@@ -339,7 +352,7 @@ def update(run: Run, batch: RolloutBatch, old_logps: torch.Tensor | None, ref_lo
             run.optimizer.step()
             totals["loss/grad_norm"] = totals.get("loss/grad_norm", 0.0) + grad_norm.item()
             n_updates += 1
-    return {k: v / n_updates for k, v in totals.items()}
+    return {**{k: v / n_updates for k, v in totals.items()}, **weighting_stats}
 
 
 def rl_step(run: Run, step: int) -> dict[str, Any]:
@@ -396,17 +409,24 @@ def rl_step(run: Run, step: int) -> dict[str, Any]:
         keep_rows = (~flat).repeat_interleave(G).nonzero().squeeze(1)
     train_batch = batch.select(keep_rows) if len(keep_rows) < len(batch) else batch
     if len(train_batch):
-        # Fully on-policy (one optimizer step per rollout batch) and no THR: pi_old == pi at the
-        # update, so the old log-probs are the update's own, detached (as TRL does). Otherwise
-        # the old-policy pass runs, and THR takes its hidden states from it.
-        alg = cfg.algorithm
-        on_policy = alg.epochs == 1 and alg.num_minibatches == 1 and not run.weighting.needs_hidden
+        # Fully on-policy (one optimizer step per rollout batch): pi_old == pi at the update, so the
+        # old log-probs are the update's own, detached (as TRL does), and THR can read the update
+        # forward's hidden states when the batch is one micro-batch. Otherwise the old-policy pass
+        # runs and THR takes its hidden states from it. Either way THR adds no forward pass.
+        alg, thr = cfg.algorithm, run.weighting.needs_hidden
+        on_policy = alg.epochs == 1 and alg.num_minibatches == 1
+        fused_thr = on_policy and thr and len(train_batch) <= cfg.trainer.micro_batch_size
         with timers("old_forward"):
-            old_logps = None if on_policy else old_policy_forward(run, train_batch)
+            needs_old = not on_policy or (thr and not fused_thr)
+            old_logps = old_policy_forward(run, train_batch) if needs_old else None
         ref_logps = reference_forward(run, train_batch)
-        with timers("token_weighting"):
-            adv_tok, tw_stats = run.weighting.apply(adv[keep_rows], rewards.total[keep_rows], train_batch, step)
-        m.update(tw_stats)
+        response_adv = (adv[keep_rows], rewards.total[keep_rows])
+        if fused_thr:
+            adv_tok = response_adv  # weighted inside update(), from its own forward
+        else:
+            with timers("token_weighting"):
+                adv_tok, tw_stats = run.weighting.apply(*response_adv, train_batch, step)
+            m.update(tw_stats)
         with timers("update"):
             m.update(update(run, train_batch, old_logps, ref_logps, adv_tok, step))
     with warnings.catch_warnings():  # a step with no update (all groups flat) still advances the schedule
