@@ -18,6 +18,8 @@ old-policy forward with and without the hidden states / kept logits THR needs, a
 from __future__ import annotations
 
 import argparse
+import copy
+import hashlib
 import json
 import os
 import shutil
@@ -31,18 +33,18 @@ REPO = Path(__file__).resolve().parent.parent
 RECIPE = REPO / "recipes" / "tiny" / "math_grpo.yaml"
 
 
-def make_run(out: Path, seed: int, thr: bool, p: float, extra: list[str]):
-    from llmrl.config.load import load_recipe
+def make_run(raw: dict, out: Path, seed: int, thr: bool, p: float, extra: list[str]):
+    from llmrl.config.load import apply_overrides, validate_recipe
     from llmrl.trainer.loop import setup
 
     shutil.rmtree(out, ignore_errors=True)
-    tw = [f"algorithm.token_weighting.type=thr", f"algorithm.token_weighting.p={p}"] if thr else \
+    tw = ["algorithm.token_weighting.type=thr", f"algorithm.token_weighting.p={p}"] if thr else \
         ["algorithm.token_weighting.type=none"]
-    cfg = load_recipe(RECIPE, [
+    cfg = validate_recipe(apply_overrides(copy.deepcopy(raw), [
         f"trainer.seed={seed}", f"trainer.output_dir={out}", "trainer.eval_every=0", "trainer.checkpoint_every=0",
         "logging.progress=false", "logging.plot=false", "logging.tensorboard=false", "logging.samples_per_step=0",
         *tw, *extra,
-    ])
+    ]))
     return setup(cfg)
 
 
@@ -143,6 +145,7 @@ def profile(run, reps: int) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--recipe", default=str(RECIPE), help="recipe YAML (read once, at start)")
     ap.add_argument("--seed", type=int, default=0, help="trainer.seed (also picks the cached warm start)")
     ap.add_argument("--p", type=float, default=0.5, help="THR steering strength for the 'on' run")
     ap.add_argument("--rounds", type=int, default=10)
@@ -159,19 +162,24 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
-    from llmrl.config.load import load_recipe
+    import yaml
+
+    from llmrl.config.load import apply_overrides, validate_recipe
     from llmrl.trainer.loop import warm_started_model
 
     if args.threads:
         torch.set_num_threads(args.threads)
     t_all = time.perf_counter()
-    base = load_recipe(RECIPE, [f"trainer.seed={args.seed}", "logging.progress=false", *args.overrides])
+    recipe_path = Path(args.recipe)
+    recipe_text = recipe_path.read_text()
+    raw = yaml.safe_load(recipe_text)  # read once: both runs see the same recipe
+    base = validate_recipe(apply_overrides(copy.deepcopy(raw), [f"trainer.seed={args.seed}", *args.overrides]))
     t0 = time.perf_counter()
-    warm_started_model(base, progress=False)  # cached after the first call
+    warm_path = warm_started_model(base, progress=False)  # cached after the first call
     warm_s = time.perf_counter() - t0
     root = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="thr_overhead_"))
-    runs = {"thr_on": make_run(root / "on", args.seed, True, args.p, args.overrides),
-            "thr_off": make_run(root / "off", args.seed, False, args.p, args.overrides)}
+    runs = {"thr_on": make_run(raw, root / "on", args.seed, True, args.p, args.overrides),
+            "thr_off": make_run(raw, root / "off", args.seed, False, args.p, args.overrides)}
     load_before = os.getloadavg()
     t0 = time.perf_counter()
     kept = alternate(runs, args.rounds, args.steps_per_turn, args.warmup)
@@ -192,7 +200,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     report = {
         "bench": "thr_overhead",
-        "recipe": str(RECIPE.relative_to(REPO)),
+        "recipe": str(recipe_path),
+        "recipe_sha256": hashlib.sha256(recipe_text.encode()).hexdigest()[:16],
         "conditions": {
             "seed": args.seed, "p": args.p, "rounds": args.rounds, "steps_per_turn": spt, "warmup_steps": args.warmup,
             "steps_counted_per_run": len(on), "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
@@ -217,7 +226,7 @@ def main(argv: list[str] | None = None) -> dict:
                                  "perf/update_s")} for n, rows in kept.items()},
         "thr_share_of_step": round(med(on, "thr/time_s") / step_on, 4),
         "profile_one_batch_s": prof,
-        "warm_start_s": round(warm_s, 1),
+        "warm_start": {"path": warm_path, "wait_or_train_s": round(warm_s, 1)},
         "alternating_wall_s": round(alt_s, 1),
         "total_wall_s": round(time.perf_counter() - t_all, 1),
         "command": "python bench/thr_overhead.py " + " ".join(sys.argv[1:] if argv is None else argv),

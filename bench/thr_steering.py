@@ -1,13 +1,14 @@
 """Does THR's p steer exploitation vs exploration on the tiny arithmetic task?
 
-For every seed, the warm-started model of recipes/tiny/math_grpo.yaml (trained once per seed and
-cached by recipe hash + seed, so every p of a seed starts from the same weights and the same RNG
-state) is trained with GRPO + THR for each p in ``--ps`` (default -0.5, 0, +0.5; p = 0 with mode
-"reweight" is plain GRPO bit for bit, tests/test_trainer_thr.py). Then, on the held-out split:
+Every run of a seed starts from the recipe's warm-started model (recipes/tiny/math_grpo.yaml;
+trained once and cached by recipe hash + warm-start seed: one model per seed, or one for all
+seeds when the recipe sets ``model.warm_start.seed``) and from the same RNG state, and trains
+GRPO + THR for each p in ``--ps`` (default -0.5, 0, +0.5; p = 0 with mode "reweight" is plain
+GRPO bit for bit, tests/test_trainer_thr.py). Then, on the held-out split:
 
 * greedy accuracy (the trainer's ``evaluate``); "greedy" is the mean of the last ``--last-evals``
   evaluations, ``--eval-every`` steps apart, because greedy accuracy moves 2-3 points between
-  evaluations (docs/benchmarks.md);
+  evaluations (shared/notes/tiny-learning.md);
 * pass@k (default k = 8): k completions per prompt at temperature 1 from the rollout engine,
   scored with the recipe's reward, unbiased estimator ``llmrl.eval.passk``; pass@1 from the same
   samples.
@@ -19,32 +20,47 @@ greedy, p < 0 better pass@k; this bench reports whatever the runs show. Output: 
 
     python bench/thr_steering.py --seeds 0 1 2 3 4 --steps 150
 
-Cost on 2 shared CPU cores: about 2 min of warm start per new seed (cached afterwards) plus
-``steps`` x ~0.3-0.5 s per run and ~10 s of evaluation per run; see the report's ``timing``.
+Seeds can run in parallel processes sharing ``--out`` with ``--reuse``; a last call with every
+seed and ``--reuse`` then only reads the finished runs and summarises:
+
+    python bench/thr_steering.py --seeds 0 1 2 --reuse &  python bench/thr_steering.py --seeds 3 4 --reuse
+    python bench/thr_steering.py --seeds 0 1 2 3 4 --reuse --json-out steering.json
+
+Cost, measured on 2 shared CPU cores (1 torch thread): ~0.4 CPU-s per RL step of 64 x 8 (0.4 to
+2 s wall, depending on what else runs) plus ~5-15 s of evaluation per run: ~1 CPU-min per
+150-step run, ~16 CPU-min for 5 seeds x 3 p (26 min wall as two parallel processes at load 4-6),
+plus the warm start once (cached; 900 steps, 84 s for the recipe at commit 3545dd3).
 """
 from __future__ import annotations
 
 import argparse
+import copy
+import hashlib
 import json
+import os
 import shutil
 import sys
 import time
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parent.parent
 RECIPE = REPO / "recipes" / "tiny" / "math_grpo.yaml"
 
 
-def load_cfg(seed: int, p: float | None, steps: int, out: Path, extra: list[str]):
-    from llmrl.config.load import load_recipe
+def load_cfg(raw: dict, seed: int, p: float | None, steps: int, out: Path, extra: list[str]):
+    """The recipe (read once at start, so edits to the file during a long bench change nothing)
+    with this run's overrides."""
+    from llmrl.config.load import apply_overrides, validate_recipe
 
     tw = ["algorithm.token_weighting.type=none"] if p is None else \
         ["algorithm.token_weighting.type=thr", f"algorithm.token_weighting.p={p}"]
-    return load_recipe(RECIPE, [
+    return validate_recipe(apply_overrides(copy.deepcopy(raw), [
         f"trainer.seed={seed}", f"trainer.steps={steps}", f"trainer.output_dir={out}", "trainer.eval_every=0",
         "trainer.checkpoint_every=0", "logging.progress=false", "logging.plot=false", "logging.tensorboard=false",
         "logging.samples_per_step=0", *tw, *extra,
-    ])
+    ]))
 
 
 def pass_at_k_eval(run, k: int, *, seed: int, batch_prompts: int = 256) -> dict[str, float]:
@@ -78,12 +94,12 @@ def limit_heldout(run, n: int | None) -> None:
         run.eval_data = run.eval_data.select(range(n))
 
 
-def train_one(seed: int, p: float | None, steps: int, eval_every: int, last_evals: int, k: int, out: Path,
-              extra: list[str], heldout: int | None = None) -> dict:
+def train_one(raw: dict, seed: int, p: float | None, steps: int, eval_every: int, last_evals: int, k: int,
+              out: Path, extra: list[str], heldout: int | None = None) -> dict:
     from llmrl.trainer.loop import evaluate, rl_step, setup
 
     shutil.rmtree(out, ignore_errors=True)
-    run = setup(load_cfg(seed, p, steps, out, extra))
+    run = setup(load_cfg(raw, seed, p, steps, out, extra))
     limit_heldout(run, heldout)
     t0 = time.perf_counter()
     evals: list[tuple[int, float]] = []
@@ -115,12 +131,14 @@ def train_one(seed: int, p: float | None, steps: int, eval_every: int, last_eval
     }
 
 
-def before_eval(seed: int, steps: int, k: int, out: Path, extra: list[str], heldout: int | None = None) -> dict:
-    """Scores of the warm start itself (shared by every p of this seed)."""
+def before_eval(raw: dict, seed: int, steps: int, k: int, out: Path, extra: list[str],
+                heldout: int | None = None) -> dict:
+    """Scores of the warm start itself (shared by every p of this seed, or by every seed when the
+    recipe sets one ``model.warm_start.seed``)."""
     from llmrl.trainer.loop import evaluate, setup
 
     shutil.rmtree(out, ignore_errors=True)
-    run = setup(load_cfg(seed, 0.0, steps, out, extra))
+    run = setup(load_cfg(raw, seed, 0.0, steps, out, extra))
     limit_heldout(run, heldout)
     res = {"greedy": evaluate(run)["eval/accuracy"], **pass_at_k_eval(run, k, seed=10_000 + seed)}
     run.logger.close()
@@ -156,6 +174,7 @@ def _rounded(x):
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--recipe", default=str(RECIPE), help="recipe YAML (read once, at start)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--ps", type=float, nargs="+", default=[-0.5, 0.0, 0.5])
     ap.add_argument("--steps", type=int, default=150, help="GRPO steps per run (64 prompts x 8 samples each)")
@@ -181,12 +200,15 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     t_all = time.perf_counter()
+    recipe_path = Path(args.recipe)
+    text = recipe_path.read_text()
+    raw = yaml.safe_load(text)
     root = Path(args.out)
-    runs, before, warm_s = [], {}, {}
     # Every finished piece is saved as <out>/<run>/result.json; with --reuse a piece whose settings
-    # match is read back instead of rerun, so seeds can run in separate processes (or a killed bench
-    # can go on) and one last call with all seeds only summarises.
-    settings = {"steps": args.steps, "eval_every": args.eval_every, "last_evals": args.last_evals, "k": args.k,
+    # (recipe text included) match is read back instead of rerun, so seeds can run in separate
+    # processes, a killed bench can go on, and one last call with all seeds only summarises.
+    settings = {"recipe_sha256": hashlib.sha256(text.encode()).hexdigest()[:16], "steps": args.steps,
+                "eval_every": args.eval_every, "last_evals": args.last_evals, "k": args.k,
                 "overrides": args.overrides, "heldout": args.heldout}
 
     def cached(folder: Path, make):
@@ -197,34 +219,44 @@ def main(argv: list[str] | None = None) -> dict:
                 return saved["result"]
         result = make()
         folder.mkdir(parents=True, exist_ok=True)
-        f.write_text(json.dumps({"settings": settings, "result": result}))
+        tmp = folder / f".result.{os.getpid()}.json"
+        tmp.write_text(json.dumps({"settings": settings, "result": result}))
+        tmp.replace(f)  # atomic: a parallel process reads a whole file or none
         return result
 
+    runs, before, warm = [], {}, {}
     for seed in args.seeds:
         t0 = time.perf_counter()
-        warm_started_model(load_cfg(seed, None, args.steps, root / "warm", args.overrides), progress=False)
-        warm_s[seed] = round(time.perf_counter() - t0, 1)
-        folder = root / f"seed{seed}_before"
-        before[seed] = cached(folder, lambda: before_eval(seed, args.steps, args.k, folder, args.overrides, args.heldout))
-        print(json.dumps({"seed": seed, "warm_start_s": warm_s[seed], "before": before[seed]}), file=sys.stderr)
+        path = Path(warm_started_model(load_cfg(raw, seed, None, args.steps, root / "warm", args.overrides),
+                                       progress=False))
+        stats = json.loads((path / "warm_start.json").read_text()) if (path / "warm_start.json").is_file() else {}
+        warm[seed] = {"path": str(path), "wait_or_train_s": round(time.perf_counter() - t0, 1),
+                      **{k: stats.get(k) for k in ("steps", "seconds", "accuracy", "reached_target")}}
+        folder = root / f"before_{path.name}"  # one per distinct warm start
+        scratch = root / f".before_{path.name}.{os.getpid()}"  # parallel processes must not share a run folder
+        before[seed] = cached(folder, lambda: before_eval(raw, seed, args.steps, args.k, scratch, args.overrides,
+                                                          args.heldout))
+        shutil.rmtree(scratch, ignore_errors=True)
+        print(json.dumps({"seed": seed, "warm_start": warm[seed], "before": before[seed]}), file=sys.stderr)
         for p in args.ps:
             folder = root / f"seed{seed}_p{p:+g}"
-            r = cached(folder, lambda: train_one(seed, p, args.steps, args.eval_every, args.last_evals, args.k,
+            r = cached(folder, lambda: train_one(raw, seed, p, args.steps, args.eval_every, args.last_evals, args.k,
                                                  folder, args.overrides, args.heldout))
             runs.append(r)
             print(json.dumps({k: v for k, v in r.items() if k != "evals"}), file=sys.stderr)
 
+    eval_size = load_cfg(raw, args.seeds[0], None, args.steps, root / "warm", args.overrides).data.eval_size
     report = {
-        "bench": "thr_steering", "recipe": str(RECIPE.relative_to(REPO)), "seeds": args.seeds, "ps": args.ps,
-        "steps": args.steps, "eval_every": args.eval_every, "last_evals": args.last_evals, "k": args.k,
-        "heldout_prompts": min(args.heldout or 10**9, load_cfg(args.seeds[0], None, args.steps, root / "warm", args.overrides).data.eval_size),
+        "bench": "thr_steering", "recipe": str(recipe_path), "recipe_sha256": settings["recipe_sha256"],
+        "seeds": args.seeds, "ps": args.ps, "steps": args.steps, "eval_every": args.eval_every,
+        "last_evals": args.last_evals, "k": args.k, "heldout_prompts": min(args.heldout or eval_size, eval_size),
         "torch_threads": torch.get_num_threads(),
         "summary_iqm_95ci": summarise(runs, before, args.ps, args.seeds, args.k),
-        "warm_start": {str(s): _rounded(v) for s, v in before.items()},
+        "warm_start": {str(s): {**warm[s], "scores": _rounded(before[s])} for s in args.seeds},
         "runs": [_rounded(r) for r in runs],
-        "timing": {"warm_start_s_per_seed": warm_s, "train_s_total": round(sum(r["train_s"] for r in runs), 1),
+        "timing": {"train_s_total": round(sum(r["train_s"] for r in runs), 1),
                    "eval_s_total": round(sum(r["eval_s"] for r in runs), 1),
-                   "total_wall_s": round(time.perf_counter() - t_all, 1)},
+                   "total_wall_s_this_call": round(time.perf_counter() - t_all, 1)},
         "command": "python bench/thr_steering.py " + " ".join(sys.argv[1:] if argv is None else argv),
     }
     text = json.dumps(report, indent=2)

@@ -2,6 +2,11 @@
 p != 0 logs its metrics and inspect dump, and THR works with LoRA, with prompt groups split
 across micro-batches and with the GSPO-token loss.
 
+The trainer has two THR paths and each test runs both where it matters: "old_forward" (several
+epochs or minibatches, or a batch over several micro-batches: THR reads the hidden states of the
+old-policy pass, micro-batch by micro-batch) and "fused" (one epoch, one minibatch, one
+micro-batch: THR reads the update forward's own hidden states, no old-policy pass).
+
 The THR math itself is tested in tests/test_thr.py; here only the trainer wiring is. All runs
 use the untrained tiny model with ``length_reward`` (longer completion = higher reward), so
 almost every group has reward variance and therefore correct responses (reward == group max >
@@ -14,6 +19,7 @@ import pytest
 import torch
 
 from llmrl.config.load import RecipeError, validate_recipe
+from llmrl.trainer import loop
 from llmrl.trainer.loop import rl_step, setup, train
 
 
@@ -61,12 +67,36 @@ def one_step(out: Path, token_weighting: dict, **sections) -> tuple[dict, dict[s
         return adv_tok, stats
 
     run.weighting.apply = recording_apply
+    old_passes = []
+    real_old_forward = loop.old_policy_forward
+
+    def counting_old_forward(*args, **kwargs):
+        old_passes.append(1)
+        return real_old_forward(*args, **kwargs)
+
+    loop.old_policy_forward = counting_old_forward
     try:
         m = rl_step(run, 1)
     finally:
+        loop.old_policy_forward = real_old_forward
         run.logger.close()
     assert len(seen) == 1
+    m["test/old_forward_ran"] = bool(old_passes)
     return m, {k: v.detach().clone() for k, v in run.policy.state_dict().items()}, seen[0]
+
+
+# The two THR paths (module docstring), as recipe sections; with 8 prompts x 4 samples = 32 rows.
+PATHS = {
+    "old_forward": {"algorithm": {"epochs": 2, "num_minibatches": 2}},  # also: THR fixed across mini-epochs
+    "fused": {"algorithm": {"epochs": 1, "num_minibatches": 1}, "trainer": {"micro_batch_size": 32}},
+}
+
+
+def on_path(path: str, **sections) -> dict:
+    out = {name: dict(values) for name, values in PATHS[path].items()}
+    for name, values in sections.items():
+        out.setdefault(name, {}).update(values)
+    return out
 
 
 def differing(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> list[str]:
@@ -74,11 +104,13 @@ def differing(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> list[st
     return [k for k in a if not torch.equal(a[k], b[k])]
 
 
+@pytest.mark.parametrize("path", list(PATHS))
 @pytest.mark.parametrize("policy_loss", ["ppo_clip", "gspo_token"])
-def test_p_zero_reweight_is_plain_grpo_bit_for_bit(tmp_path, policy_loss):
-    alg = {"policy_loss": policy_loss}
-    m_none, w_none, a_none = one_step(tmp_path / "none", {"type": "none"}, algorithm=alg)
-    m_thr, w_thr, a_thr = one_step(tmp_path / "thr0", {"type": "thr", "p": 0.0, "mode": "reweight"}, algorithm=alg)
+def test_p_zero_reweight_is_plain_grpo_bit_for_bit(tmp_path, policy_loss, path):
+    sections = on_path(path, algorithm={"policy_loss": policy_loss})
+    m_none, w_none, a_none = one_step(tmp_path / "none", {"type": "none"}, **sections)
+    m_thr, w_thr, a_thr = one_step(tmp_path / "thr0", {"type": "thr", "p": 0.0, "mode": "reweight"}, **sections)
+    assert m_thr["test/old_forward_ran"] == (path == "old_forward"), "the recipe did not select the THR path under test"
     # Not vacuous: THR ran on this batch and found dominant tokens, which p = 0 leaves alone.
     assert m_thr["thr/p"] == 0.0 and m_thr["thr/dominant_frac"] > 0 and m_thr["thr/abs_mean"] > 0
     assert m_none["reward/zero_variance_frac"] < 1
@@ -88,7 +120,7 @@ def test_p_zero_reweight_is_plain_grpo_bit_for_bit(tmp_path, policy_loss):
     assert torch.equal(a_thr, a_none)
     assert differing(w_none, w_thr) == []
     # The same step with p = 0.5 does change the update, so the comparison above can fail.
-    m_half, w_half, a_half = one_step(tmp_path / "thr5", {"type": "thr", "p": 0.5}, algorithm=alg)
+    m_half, w_half, a_half = one_step(tmp_path / "thr5", {"type": "thr", "p": 0.5}, **sections)
     assert not torch.equal(a_half, a_none)
     assert m_half["loss/policy"] != m_none["loss/policy"]
     assert differing(w_none, w_half), f"p=0.5 with {policy_loss} left every weight as plain GRPO's"
@@ -130,11 +162,12 @@ def test_p_half_logs_thr_metrics_and_inspect_dump_renders(tmp_path):
     assert page.startswith("<!DOCTYPE html>") and "step 2" in page and 'class="t' in page
 
 
-def test_thr_with_lora_updates_only_adapters(tmp_path):
+@pytest.mark.parametrize("path", list(PATHS))
+def test_thr_with_lora_updates_only_adapters(tmp_path, path):
     from llmrl.models.load import load_model_and_tokenizer
 
-    m, w, _ = one_step(tmp_path / "lora", {"type": "thr", "p": 0.5},
-                    model={"lora": {"r": 4, "alpha": 8}}, algorithm={"epochs": 1, "num_minibatches": 1})
+    m, w, _ = one_step(tmp_path / "lora", {"type": "thr", "p": 0.5}, **on_path(path, model={"lora": {"r": 4, "alpha": 8}}))
+    assert m["test/old_forward_ran"] == (path == "old_forward")
     assert m["thr/dominant_frac"] > 0 and torch.isfinite(torch.tensor(m["loss/policy"]))
     assert any("lora_B" in k and w[k].abs().sum() > 0 for k in w), "lora_B must move away from its zero init"
     base = load_model_and_tokenizer("tiny://arithmetic")[0].state_dict()
@@ -145,19 +178,23 @@ def test_thr_with_lora_updates_only_adapters(tmp_path):
 
 def test_group_split_across_micro_batches_gives_the_same_thr(tmp_path):
     # G = 4 and micro_batch_size = 3: micro-batches [0..2], [3..5], ... cut through every group, so
-    # the collector must assemble each group's anchors from several micro-batches.
+    # the collector must assemble each group's anchors from several micro-batches. Reference: 16
+    # (groups whole, same old-forward path) and 32 (one micro-batch: the fused path).
     tw = {"type": "thr", "p": 0.5}
     one = {"algorithm": {"epochs": 1, "num_minibatches": 1}}
     m_split, _, a_split = one_step(tmp_path / "split", tw, trainer={"micro_batch_size": 3}, **one)
-    m_whole, _, a_whole = one_step(tmp_path / "whole", tw, trainer={"micro_batch_size": 32}, **one)
+    m_whole, _, a_whole = one_step(tmp_path / "whole", tw, trainer={"micro_batch_size": 16}, **one)
+    m_fused, _, a_fused = one_step(tmp_path / "fused", tw, trainer={"micro_batch_size": 32}, **one)
+    assert m_split["test/old_forward_ran"] and m_whole["test/old_forward_ran"] and not m_fused["test/old_forward_ran"]
     assert m_whole["thr/dominant_frac"] > 0
     # Same rollouts (same seed), so the token advantages must agree up to float summation order;
     # which tokens are dominant and the sign of their THR must agree exactly.
-    torch.testing.assert_close(a_split, a_whole, rtol=1e-5, atol=1e-6)
-    for k in ("thr/dominant_frac", "thr/pos_frac", "thr/neg_frac"):
-        assert m_split[k] == m_whole[k], k
-    for k in ("thr/tau", "thr/abs_mean", "loss/policy", "loss/grad_norm"):
-        assert m_split[k] == pytest.approx(m_whole[k], rel=1e-4), k
+    for m, a in ((m_split, a_split), (m_fused, a_fused)):
+        torch.testing.assert_close(a, a_whole, rtol=1e-5, atol=1e-6)
+        for k in ("thr/dominant_frac", "thr/pos_frac", "thr/neg_frac"):
+            assert m[k] == m_whole[k], k
+        for k in ("thr/tau", "thr/abs_mean", "loss/policy", "loss/grad_norm"):
+            assert m[k] == pytest.approx(m_whole[k], rel=1e-4), k
     # (Weights are not compared: Adam's first step turns float noise in a near-zero gradient
     # into an update of up to lr, so they are not a fair equality check.)
 
