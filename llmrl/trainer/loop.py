@@ -415,7 +415,9 @@ def rl_step(run: Run, step: int) -> dict[str, Any]:
         # runs and THR takes its hidden states from it. Either way THR adds no forward pass.
         alg, thr = cfg.algorithm, run.weighting.needs_hidden
         on_policy = alg.epochs == 1 and alg.num_minibatches == 1
-        fused_thr = on_policy and thr and len(train_batch) <= cfg.trainer.micro_batch_size
+        # (not with active dropout: the update forward runs in train mode, the old pass in eval mode)
+        no_dropout = not any(isinstance(mod, torch.nn.Dropout) and mod.p > 0 for mod in run.policy.modules())
+        fused_thr = on_policy and thr and no_dropout and len(train_batch) <= cfg.trainer.micro_batch_size
         with timers("old_forward"):
             needs_old = not on_policy or (thr and not fused_thr)
             old_logps = old_policy_forward(run, train_batch) if needs_old else None

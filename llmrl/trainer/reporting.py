@@ -33,11 +33,11 @@ class RunLogger:
         self.output_dir = output_dir
         self.metrics_path = output_dir / "metrics.jsonl"
         self.samples_path = output_dir / "samples.jsonl"
-        if resume_step is not None:
-            truncate_jsonl(self.metrics_path, resume_step)
-            truncate_jsonl(self.samples_path, resume_step)
-        else:
-            for p in (self.metrics_path, self.samples_path):
+        step_files = (self.metrics_path, self.samples_path, output_dir / "thr_samples.jsonl")
+        for p in step_files:
+            if resume_step is not None:
+                truncate_jsonl(p, resume_step)
+            else:
                 p.unlink(missing_ok=True)
         self._metrics = open(self.metrics_path, "a")
         self._samples = open(self.samples_path, "a")
