@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from llmrl.rollout.types import RolloutBatch
+from llmrl.rollout.types import PAD, RolloutBatch
 
 
 @dataclass
@@ -33,9 +33,10 @@ def forward_completions(model, batch: RolloutBatch, rows: torch.Tensor, *, tempe
     """Forward rows of a rollout batch; the completion of length C is predicted by positions
     P-1 .. P+C-2 (the token before each completion token)."""
     device = next(model.parameters()).device
-    input_ids = batch.input_ids[rows].to(device)
-    attention_mask = batch.attention_mask[rows].to(device)
+    # Select the rows first, then concatenate: no full-batch copy per micro-batch.
     completion_ids = batch.completion_ids[rows].to(device)
+    input_ids = torch.cat([batch.prompt_ids[rows].to(device), completion_ids], dim=1)
+    attention_mask = torch.cat([batch.prompt_mask[rows], (batch.token_owner[rows] != PAD).long()], dim=1).to(device)
     C = completion_ids.shape[1]
     out = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False,
                 output_hidden_states=want_hidden, logits_to_keep=C + 1)

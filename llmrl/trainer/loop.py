@@ -110,6 +110,7 @@ class Run:
     sampler: PromptSampler
     weighting: TokenWeighting
     logger: RunLogger
+    has_dropout: bool = False           # any active dropout layer in the policy (fixed after setup)
     start_step: int = 0
     degenerate_steps: int = 0
     history: dict[str, Any] = field(default_factory=dict)
@@ -239,7 +240,8 @@ def setup(cfg: RecipeConfig, *, resume: bool = False) -> Run:
               train_data=train_data, eval_data=eval_data, sampler=sampler,
               weighting=TokenWeighting(cfg.algorithm.token_weighting, total_steps=cfg.trainer.steps, tokenizer=tokenizer,
                                         inspect_path=output_dir / "thr_samples.jsonl"),
-              logger=None)  # type: ignore[arg-type]
+              logger=None,  # type: ignore[arg-type]
+              has_dropout=any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in policy.modules()))
     if state is not None:
         policy.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -416,8 +418,7 @@ def rl_step(run: Run, step: int) -> dict[str, Any]:
         alg, thr = cfg.algorithm, run.weighting.needs_hidden
         on_policy = alg.epochs == 1 and alg.num_minibatches == 1
         # (not with active dropout: the update forward runs in train mode, the old pass in eval mode)
-        no_dropout = not any(isinstance(mod, torch.nn.Dropout) and mod.p > 0 for mod in run.policy.modules())
-        fused_thr = on_policy and thr and no_dropout and len(train_batch) <= cfg.trainer.micro_batch_size
+        fused_thr = on_policy and thr and not run.has_dropout and len(train_batch) <= cfg.trainer.micro_batch_size
         with timers("old_forward"):
             needs_old = not on_policy or (thr and not fused_thr)
             old_logps = old_policy_forward(run, train_batch) if needs_old else None
