@@ -5,6 +5,7 @@ is allowed, with a "did you mean" for typos, so a user fixes a recipe in one rou
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,53 @@ class RecipeError(ValueError):
     """A recipe that cannot be used; the message lists every problem found."""
 
 
+_INT = re.compile(r"[-+]?[0-9]+")
+_FLOAT = re.compile(r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?|[-+]?\.inf|\.nan", re.IGNORECASE)
+
+
+def parse_value(raw: str) -> Any:
+    """An override's value: numbers, true/false and null are read as such, ``[...]``/``{...}``
+    as YAML flow collections, everything else is kept verbatim as a string (so ``a: b``, a date
+    or ``x # y`` is not turned into a mapping, a date or a truncated string).
+
+    >>> parse_value("1e-4"), parse_value("4"), parse_value("true"), parse_value("null")
+    (0.0001, 4, True, None)
+    >>> parse_value("a: b"), parse_value("2024-01-01"), parse_value("x # y"), parse_value("[1, 2]")
+    ('a: b', '2024-01-01', 'x # y', [1, 2])
+    """
+    s = raw.strip()
+    if _INT.fullmatch(s):
+        return int(s)
+    if _FLOAT.fullmatch(s):
+        return float(s.replace(".inf", "inf").replace(".INF", "inf").replace(".nan", "nan").replace(".NAN", "nan"))
+    if s.lower() in ("true", "false"):
+        return s.lower() == "true"
+    if s.lower() in ("null", "~", "none"):
+        return None
+    if s[:1] in "[{" and "#" not in s:
+        try:
+            value = yaml.safe_load(s)
+        except yaml.YAMLError as exc:
+            raise RecipeError(f"value {raw!r} starts like a YAML list/mapping but does not parse: {exc}") from None
+        return _dates_as_text(value)
+    return raw
+
+
+def _dates_as_text(value: Any) -> Any:
+    import datetime
+
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return value.isoformat()
+    if isinstance(value, list):
+        return [_dates_as_text(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _dates_as_text(v) for k, v in value.items()}
+    return value
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """Split ``'trainer.lr=1e-4'`` into (['trainer', 'lr'], 0.0001); the value is read as YAML.
+    """Split ``'trainer.lr=1e-4'`` into (['trainer', 'lr'], 0.0001); see :func:`parse_value`.
+    A numeric part indexes a list (``rewards.0.weight=2``).
 
     >>> parse_override("rollout.num_generations=4")
     (['rollout', 'num_generations'], 4)
@@ -30,28 +76,48 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     path = [part for part in key.strip().split(".") if part]
     if not path:
         raise RecipeError(f"--set {text!r}: empty key")
-    value = yaml.safe_load(raw) if raw.strip() else ""
-    # YAML 1.1 reads "1e-4" as a string; users mean a number.
-    if isinstance(value, str):
-        try:
-            value = float(value) if any(c in value.lower() for c in ".e") else value
-        except ValueError:
-            pass
-    return path, value
+    try:
+        return path, parse_value(raw)
+    except RecipeError as exc:
+        raise RecipeError(f"--set {text!r}: {exc}") from None
 
 
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+def apply_overrides(raw: Any, overrides: list[str], *, source: str = "recipe") -> dict[str, Any]:
+    """Apply ``--set`` overrides in order; a numeric key part indexes a list.
+
+    >>> apply_overrides({"rewards": [{"name": "a", "weight": 1}]}, ["rewards.0.weight=2"])
+    {'rewards': [{'name': 'a', 'weight': 2}]}
+    """
+    if overrides and not isinstance(raw, dict):
+        raise RecipeError(f"{source}: a recipe must be a YAML mapping of sections (trainer:, model:, ...), "
+                          f"got a {type(raw).__name__}; --set cannot be applied to it")
     for text in overrides:
         path, value = parse_override(text)
-        node = raw
-        for part in path[:-1]:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise RecipeError(f"--set {text!r}: '{part}' is not a section")
-            node = child
-        node[path[-1]] = value
+        node: Any = raw
+        for depth, part in enumerate(path):
+            last = depth == len(path) - 1
+            where = ".".join(path[:depth]) or "(recipe)"
+            if isinstance(node, list):
+                if not _INT.fullmatch(part):
+                    raise RecipeError(f"--set {text!r}: '{where}' is a list; index it with a number, "
+                                      f"e.g. {where}.0.{part}")
+                i = int(part)
+                if not -len(node) <= i < len(node):
+                    raise RecipeError(f"--set {text!r}: '{where}' has {len(node)} entries, no index {i}")
+                if last:
+                    node[i] = value
+                else:
+                    node = node[i]
+            elif isinstance(node, dict):
+                if last:
+                    node[part] = value
+                else:
+                    child = node.get(part)
+                    if child is None:
+                        child = node[part] = {}
+                    node = child
+            else:
+                raise RecipeError(f"--set {text!r}: '{where}' is a value ({node!r}), not a section or list")
     return raw
 
 
@@ -116,7 +182,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> RecipeC
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise RecipeError(f"{path}: not valid YAML: {exc}") from None
-    raw = apply_overrides(raw, overrides or [])
+    raw = apply_overrides(raw, overrides or [], source=str(path))
     return validate_recipe(raw, source=str(path))
 
 
