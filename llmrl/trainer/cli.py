@@ -58,15 +58,49 @@ def register(app: typer.Typer) -> None:
     def demo(
         output_dir: str = typer.Option("runs/demo", help="Where the demo run writes its files."),
         set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a recipe key."),
+        overwrite: bool = typer.Option(False, "--overwrite",
+                                       help="Replace an earlier run in --output-dir (only a llmrl run folder)."),
     ) -> None:
         """Build the tiny model, warm-start it on arithmetic, run GRPO, print accuracy before and after."""
         import shutil
 
+        from llmrl.config.load import RecipeError, load_recipe
+
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-        shutil.rmtree(output_dir, ignore_errors=True)
-        summary = run_recipe(DEMO_RECIPE, [f"trainer.output_dir={output_dir}", *(set_ or [])], resume=False)
+        overrides = [f"trainer.output_dir={output_dir}", *(set_ or [])]
+        replace = _demo_dir_to_replace(Path(output_dir), overwrite=overwrite)
+        try:  # a bad --set must not cost the user the folder it would have replaced
+            load_recipe(DEMO_RECIPE, overrides)
+        except RecipeError as exc:
+            _fail(f"error: {exc}", 2)
+        if replace:
+            shutil.rmtree(output_dir)
+        summary = run_recipe(DEMO_RECIPE, overrides, resume=False)
         before, after = summary["eval/accuracy_before"], summary["eval/accuracy_after"]
         typer.echo(
             f"\nHeld-out greedy accuracy: {before:.1%} before GRPO -> {after:.1%} after "
             f"({100 * (after - before):+.1f} points). Curves: {output_dir}/curves.png"
         )
+
+
+def _demo_dir_to_replace(out: Path, *, overwrite: bool) -> bool:
+    """Whether ``out`` holds an earlier run to delete before the demo; exits 2 rather than ever
+    deleting a user's files by surprise.
+
+    A missing or empty folder is used as is. A non-empty one is replaced only with ``--overwrite``
+    and only if it is a llmrl run folder (it has the ``recipe.yaml`` every run writes) and not the
+    current folder or one above it."""
+    if not out.exists():
+        return False
+    if not out.is_dir():
+        _fail(f"error: --output-dir {out} is a file, not a folder; choose another --output-dir", 2)
+    if not any(out.iterdir()):
+        return False
+    if not overwrite:
+        _fail(f"error: --output-dir {out} already exists and is not empty; pass --overwrite to replace an "
+              f"earlier run there, or choose another --output-dir", 2)
+    resolved, cwd = out.resolve(), Path.cwd().resolve()
+    if resolved == cwd or resolved in cwd.parents or not (out / "recipe.yaml").is_file():
+        _fail(f"error: --output-dir {out} is not a llmrl run folder (no recipe.yaml, or it holds the current "
+              f"folder); refusing to delete it even with --overwrite. Choose a new or empty --output-dir", 2)
+    return True
