@@ -138,7 +138,8 @@ _EXECUTOR_KEY: tuple | None = None
 _EXECUTOR_LOCK = threading.Lock()
 
 
-def get_executor(sandbox: str | Executor | None = None, *, workers: int | None = None) -> Executor:
+def get_executor(sandbox: str | Executor | None = None, *, workers: int | None = None,
+                 token: str | None = None) -> Executor:
     """The process-wide executor (created once, reused across reward calls, closed at exit).
 
     Args:
@@ -146,11 +147,12 @@ def get_executor(sandbox: str | Executor | None = None, *, workers: int | None =
             an ``http(s)://`` URL, or several separated by commas (our ``llmrl sandbox serve``
             servers).
         workers: local pool size (default: the executor's own default, one per CPU).
+        token: bearer token of the servers (default: ``$LLMRL_SANDBOX_TOKEN``).
     """
     global _EXECUTOR, _EXECUTOR_KEY
     if sandbox is not None and not isinstance(sandbox, str):
         return sandbox
-    key = (sandbox or "local", workers)
+    key = (sandbox or "local", workers, token)
     with _EXECUTOR_LOCK:
         if _EXECUTOR is not None and _EXECUTOR_KEY == key:
             return _EXECUTOR
@@ -163,7 +165,7 @@ def get_executor(sandbox: str | Executor | None = None, *, workers: int | None =
         elif key[0].startswith(("http://", "https://")):
             from llmrl.sandbox import HTTPExecutor
 
-            _EXECUTOR = HTTPExecutor([u.strip() for u in key[0].split(",") if u.strip()])
+            _EXECUTOR = HTTPExecutor([u.strip() for u in key[0].split(",") if u.strip()], token=token)
         else:
             raise ValueError(f"rewards.args.sandbox: {sandbox!r} is neither 'local' nor an http(s):// URL "
                              "list; use 'local' or 'http://host:port[,http://host2:port]'")
@@ -251,6 +253,8 @@ def run_programs(jobs: Sequence[Job], executor: Executor, *, cache: ProgramCache
         try:
             out = executor.run([jobs[pending[k][0]] for k in keys])
         except Exception as exc:  # noqa: BLE001 - the machinery failed: every job is a sandbox error
+            if getattr(exc, "fatal", False):  # e.g. a refused sandbox token: no retry can fix it
+                raise
             out = [JobResult.sandbox_error(f"executor failed: {type(exc).__name__}: {exc}") for _ in keys]
         retry: dict[str, list[int]] = {}
         for k, res in zip(keys, out, strict=True):
@@ -321,8 +325,8 @@ def _validate_levels(levels: Mapping[str, float] | None) -> None:
 
 
 # Recipe-only options (column names like "tests"/"test" are left out: a dataset may have both).
-_OPTIONS = ("mode", "levels", "relative_to_baseline", "sandbox", "workers", "time_per_test_s", "time_total_s",
-            "memory_mb", "stop_on_first_failure", "cache_size")
+_OPTIONS = ("mode", "levels", "relative_to_baseline", "sandbox", "sandbox_token", "workers", "time_per_test_s",
+            "time_total_s", "memory_mb", "stop_on_first_failure", "cache_size")
 
 
 def _check_option_typos(extra: Mapping[str, Any]) -> None:
@@ -352,6 +356,7 @@ def code_reward(
     baseline_completion: Sequence[Any] | None = None,
     baseline_reward: Sequence[float] | None = None,
     sandbox: str | Executor | None = None,
+    sandbox_token: str | None = None,
     workers: int | None = None,
     time_per_test_s: float = 4.0,
     time_total_s: float = 30.0,
@@ -371,6 +376,8 @@ def code_reward(
         relative_to_baseline: subtract the baseline program's reward (``baseline_reward``
             column, else ``baseline_completion`` scored here).
         sandbox: ``"local"`` (default), ``http://...`` server URL(s), or an ``Executor``.
+        sandbox_token: bearer token of those servers (default: ``$LLMRL_SANDBOX_TOKEN``); a
+            refused token raises ``SandboxAuthError`` instead of scoring sandbox errors.
         workers: local pool size.
         time_per_test_s, time_total_s, memory_mb: sandbox limits per program.
         stop_on_first_failure: default True except in ``fraction`` mode, which needs every test.
@@ -414,7 +421,7 @@ def code_reward(
                              id=f"baseline-{i}")
                          for i, (c, p, t) in enumerate(zip(baseline_completion, prefixes, row_tests, strict=True))]
 
-    executor = get_executor(sandbox, workers=workers)
+    executor = get_executor(sandbox, workers=workers, token=sandbox_token)
     results = run_programs(jobs + baseline_jobs, executor, cache=_cache(cache_size))
     main, base = results[:n], results[n:]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
 import threading
 from pathlib import Path
@@ -53,7 +54,9 @@ class HTTPExecutor:
 
     Args:
         urls: base URLs, e.g. ``["http://10.0.0.5:8910", "http://10.0.0.6:8910"]``.
-        token: bearer token the servers were started with.
+        token: bearer token the servers were started with (default: ``$LLMRL_SANDBOX_TOKEN``).
+            A server that refuses it (401) raises :class:`SandboxAuthError`: a wrong token is a
+            setup error, never a per-job ``sandbox_error`` that would train on missing rewards.
         chunk_size: jobs per request (a batch is cut into chunks spread over the servers).
         max_requests_per_server: concurrent requests per server.
         timeout_s: per-request timeout (must exceed the slowest job's time_total_s).
@@ -65,7 +68,7 @@ class HTTPExecutor:
         self.urls = [urls] if isinstance(urls, str) else list(urls)
         if not self.urls:
             raise ValueError("HTTPExecutor needs at least one server URL")
-        self.token = token
+        self.token = token if token is not None else (os.environ.get(TOKEN_ENV) or None)
         self.chunk_size = max(1, chunk_size)
         self.max_requests_per_server = max(1, max_requests_per_server)
         self.timeout_s = timeout_s
@@ -92,7 +95,7 @@ class HTTPExecutor:
                             for j, r in enumerate(out):
                                 results[start + j] = r
                             return
-                        except _Fatal as e:
+                        except _Fatal as e:  # (SandboxAuthError is not caught: it propagates)
                             last = str(e)
                             break
                         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as e:
@@ -107,7 +110,14 @@ class HTTPExecutor:
     async def _post(self, session: aiohttp.ClientSession, url: str, chunk: list[Job]) -> list[JobResult]:
         async with session.post(url.rstrip("/") + "/run",
                                 json={"jobs": [j.to_dict() for j in chunk]}) as resp:
-            if resp.status in (400, 401, 413):
+            if resp.status == 401:
+                how = ("the token sent was refused" if self.token else
+                       "no token was sent but the server requires one")
+                raise SandboxAuthError(
+                    f"{url} answered 401 Unauthorized: {how}. Pass the token the server was started with "
+                    f"(HTTPExecutor(token=...), `llmrl sandbox run --token`, rewards.args.sandbox_token) "
+                    f"or set {TOKEN_ENV}.")
+            if resp.status in (400, 413):
                 raise _Fatal(f"{url} refused the request ({resp.status}): "
                              f"{(await resp.text())[:300]}")
             if resp.status != 200:
@@ -139,6 +149,16 @@ class HTTPExecutor:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+TOKEN_ENV = "LLMRL_SANDBOX_TOKEN"
+
+
+class SandboxAuthError(RuntimeError):
+    """A sandbox server refused our token (HTTP 401). Retrying or scoring the jobs as sandbox
+    errors cannot fix it, so it propagates; ``fatal`` tells catch-all handlers to re-raise."""
+
+    fatal = True
 
 
 class _Fatal(Exception):

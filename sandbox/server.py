@@ -10,10 +10,15 @@ JSON API (documented in docs/sandbox.md):
 Errors are 4xx with ``{"error": "what, why, fix"}``: 400 malformed JSON / job, 401 bad token,
 413 body or batch too large, 503 too many queued jobs (retry later). A hostile program is never
 an HTTP error: it is a result.
+
+Every per-job limit a client asks for is capped by the server's ``max_limits`` (see
+:data:`DEFAULT_MAX_LIMITS`; ``llmrl sandbox serve --max-memory-mb ...``): a job asking for more
+runs with the cap, and ``/health`` reports the caps.
 """
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import json
 import logging
@@ -21,19 +26,33 @@ from typing import Any
 
 from aiohttp import web
 
-from llmrl.sandbox.jobs import Job
+from llmrl.sandbox.jobs import Job, Limits
 from llmrl.sandbox.local import LocalExecutor
 
 log = logging.getLogger("llmrl.sandbox.server")
 
 DEFAULT_MAX_BODY = 16 << 20
 DEFAULT_MAX_JOBS_PER_REQUEST = 1024
+# The most any one job may use on this server, whatever the client asks for.
+DEFAULT_MAX_LIMITS = Limits(time_per_test_s=60.0, time_total_s=300.0, memory_mb=2048, max_processes=64,
+                            max_output_bytes=16 << 20, max_file_bytes=64 << 20)
+
+
+def cap_limits(limits: Limits, caps: Limits) -> Limits:
+    """``limits`` with every field lowered to the server's cap.
+
+    >>> cap_limits(Limits(memory_mb=3072, time_per_test_s=1.0), DEFAULT_MAX_LIMITS).memory_mb
+    2048
+    """
+    return dataclasses.replace(limits, **{f.name: min(getattr(limits, f.name), getattr(caps, f.name))
+                                          for f in dataclasses.fields(Limits)})
 
 
 def make_app(executor: LocalExecutor, *, token: str | None = None,
              max_body_bytes: int = DEFAULT_MAX_BODY, max_jobs_per_request: int = DEFAULT_MAX_JOBS_PER_REQUEST,
-             max_queued_jobs: int | None = None) -> web.Application:
+             max_queued_jobs: int | None = None, max_limits: Limits = DEFAULT_MAX_LIMITS) -> web.Application:
     """Build the aiohttp application (the caller owns ``executor`` and closes it)."""
+    max_limits = max_limits.validate()
     max_queued = max_queued_jobs if max_queued_jobs is not None else 64 * executor.workers
     state = {"in_flight": 0}
 
@@ -59,7 +78,7 @@ def make_app(executor: LocalExecutor, *, token: str | None = None,
         return web.json_response({
             "status": "ok", "workers": executor.workers, "mode": executor.mode,
             "layers": executor.layers, "in_flight_jobs": state["in_flight"],
-            "max_queued_jobs": max_queued})
+            "max_queued_jobs": max_queued, "max_limits": max_limits.to_dict()})
 
     async def run(request: web.Request) -> web.Response:
         if request.content_length is not None and request.content_length > max_body_bytes:
@@ -82,7 +101,8 @@ def make_app(executor: LocalExecutor, *, token: str | None = None,
         jobs = []
         for k, d in enumerate(items):
             try:
-                jobs.append(Job.from_dict(d))
+                job = Job.from_dict(d)
+                jobs.append(dataclasses.replace(job, limits=cap_limits(job.limits, max_limits)))
             except (ValueError, TypeError, KeyError) as e:
                 return err(400, f"job {k} is malformed: {e}")
         if state["in_flight"] + len(jobs) > max_queued:
@@ -105,12 +125,13 @@ def make_app(executor: LocalExecutor, *, token: str | None = None,
 def serve(host: str = "127.0.0.1", port: int = 8910, *, workers: int | None = None,
           isolation: str = "auto", token: str | None = None, max_body_bytes: int = DEFAULT_MAX_BODY,
           max_jobs_per_request: int = DEFAULT_MAX_JOBS_PER_REQUEST,
-          max_queued_jobs: int | None = None) -> None:
+          max_queued_jobs: int | None = None, max_limits: Limits = DEFAULT_MAX_LIMITS) -> None:
     """Run the service until interrupted (blocking)."""
     executor = LocalExecutor(workers=workers, isolation=isolation)
     try:
         app = make_app(executor, token=token, max_body_bytes=max_body_bytes,
-                       max_jobs_per_request=max_jobs_per_request, max_queued_jobs=max_queued_jobs)
+                       max_jobs_per_request=max_jobs_per_request, max_queued_jobs=max_queued_jobs,
+                       max_limits=max_limits)
         log.info("sandbox server on http://%s:%d, %d workers, isolation %s", host, port,
                  executor.workers, executor.layers)
         web.run_app(app, host=host, port=port, print=None, handle_signals=True)

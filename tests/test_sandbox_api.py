@@ -112,8 +112,9 @@ def test_http_executor_same_results(ex, server):
     local = [r.outcome for r in ex.run(jobs)]
     remote = HTTPExecutor([server, server], token="t0ken", chunk_size=3).run(jobs)
     assert [r.outcome for r in remote] == local
-    bad = HTTPExecutor([server], token="wrong").run(jobs[:1])
-    assert bad[0].outcome is Outcome.SANDBOX_ERROR and "401" in bad[0].detail
+    from llmrl.sandbox.client import SandboxAuthError
+    with pytest.raises(SandboxAuthError, match="401"):  # a refused token is loud (tests/test_sandbox_token.py)
+        HTTPExecutor([server], token="wrong").run(jobs[:1])
 
 
 def _post(url: str, data: bytes, token: str | None = "t0ken") -> tuple[int, dict]:
