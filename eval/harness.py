@@ -31,6 +31,9 @@ __all__ = ["score_problem_samples", "evaluate_completions", "summarize", "render
            "read_samples", "ProblemSamples"]
 
 RESULTS_FILE, SUMMARY_FILE = "results.jsonl", "summary.json"
+# Bump when a change here can change a verdict or a metric: saved results of another version
+# are never resumed (``llmrl eval`` keys its output folders by it).
+HARNESS_VERSION = 1
 
 
 @dataclass
