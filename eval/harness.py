@@ -128,14 +128,13 @@ def evaluate_completions(
     caller (``read_results``) before generation; any that still arrive are skipped here.
     Returns the summary (also written to ``summary.json``).
     """
-    from tqdm.auto import tqdm
+    from llmrl.progress import progress as progress_bar
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     done = read_results(out_dir)
     t0 = time.perf_counter()
-    bar = tqdm(total=total, initial=0, desc=f"eval {benchmark}".strip(), unit="problem", disable=not progress,
-               dynamic_ncols=True)
+    bar = progress_bar(total=total, desc=f"eval {benchmark}".strip(), unit="problem", enabled=progress)
     with open(out_dir / RESULTS_FILE, "a", encoding="utf-8") as f:
         for chunk in _chunks((it for it in stream if it.problem.task_id not in done), chunk_size):
             records = score_problem_samples(chunk, executor, limits=limits, stop_on_first_failure=stop_on_first_failure)

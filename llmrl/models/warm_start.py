@@ -145,7 +145,7 @@ def warm_start(
         loss over the last eval interval) and ``history`` (list of
         ``{"step", "seconds", "accuracy", "loss"}``).
     """
-    from tqdm.auto import tqdm
+    from llmrl.progress import progress as progress_bar
 
     device = _device_of(model)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -170,7 +170,7 @@ def warm_start(
     order: list[int] = []
     # The total is only an upper bound: the run stops once held-out accuracy reaches the target.
     desc = "warm start" if target_accuracy is None else f"warm start (until {target_accuracy:.0%} held-out)"
-    bar = tqdm(total=max_steps, desc=desc, disable=not progress, leave=False)
+    bar = progress_bar(total=max_steps, desc=desc, enabled=progress, leave=False)
     model.train()
     while not reached and step < max_steps:
         if len(order) < batch_size:  # next shuffled epoch (remainder carried over)
