@@ -22,7 +22,37 @@ app.add_typer(sandbox_app, name="sandbox", help="Run, serve and check the code s
 app.add_typer(thr_app, name="thr", help="Token Hidden Reward tools (inspect).")
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"llmrl {version('llmrl')}")
+        except PackageNotFoundError:  # running from a source tree that was never installed
+            typer.echo("llmrl (not installed)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(show_version: bool = typer.Option(False, "--version", is_eager=True, callback=_version,
+                                            help="Print the llmrl version and exit.")) -> None:
+    """Reinforcement fine-tuning of language models with verifiable rewards."""
+
+
+def _help_width() -> None:
+    """Help piped to a file or pager is laid out at 120 columns, not squeezed into rich's
+    default 80 (a terminal keeps its own width; $TERMINAL_WIDTH / $COLUMNS still win)."""
+    import os
+    import sys
+
+    from typer import rich_utils
+
+    if rich_utils.MAX_WIDTH is None and not os.environ.get("COLUMNS") and not sys.stdout.isatty():
+        rich_utils.MAX_WIDTH = 120
+
+
 def main() -> None:
+    _help_width()
     app()
 
 
