@@ -20,6 +20,7 @@ register_trainer_commands(app)  # train, demo
 app.add_typer(eval_app, name="eval", help="Evaluate models or sample files on MBPP / APPS / HumanEval.")
 app.add_typer(sandbox_app, name="sandbox", help="Run, serve and check the code sandbox.")
 app.add_typer(thr_app, name="thr", help="Token Hidden Reward tools (inspect).")
+app.command("compare")(__import__("llmrl.eval.compare_cli", fromlist=["compare"]).compare)  # runs across seeds: IQM, CIs, AdaStop
 
 
 def _version(value: bool) -> None:
