@@ -51,13 +51,18 @@ def resolve_tiny(name_or_path: str) -> Path:
     The build goes to a temporary folder that is renamed into place, so concurrent processes
     (e.g. one per GPU) never see a half-written model.
     """
-    from llmrl.models.tiny import build_tiny_model
+    from llmrl.models.tiny import TINY_MODELS, build_tiny_model
 
     spec = name_or_path[len(TINY_SCHEME):]
     name, _, query = spec.partition("?")
-    if not name or "/" in name or name.startswith("."):
-        raise ModelLoadError(f"{name_or_path!r}: a tiny model name must be one plain word, e.g. "
-                             "'tiny://arithmetic'.")
+    if name not in TINY_MODELS:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(TINY_MODELS), n=1)
+        hint = f" Did you mean 'tiny://{close[0]}'?" if close else ""
+        known = ", ".join(f"tiny://{k} ({v})" for k, v in TINY_MODELS.items())
+        raise ModelLoadError(f"{name_or_path!r}: there is no tiny model {name!r}.{hint} Known tiny models: {known}. "
+                             "Build options go in the query string, e.g. 'tiny://arithmetic?hidden_size=256'.")
     kwargs = _tiny_build_kwargs(query)
     folder = name + "".join(f"__{k}-{v}" for k, v in sorted(kwargs.items()))
     target = cache_dir() / "tiny" / folder
@@ -75,6 +80,105 @@ def resolve_tiny(name_or_path: str) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def check_dtype_device(dtype: str, device: str) -> None:
+    """Refuse dtypes that cannot train on ``device`` before any work is done.
+
+    float16 on CPU: most CPU kernels are slow or missing in half precision and, without a
+    loss scaler, gradients underflow, so training fails a few steps in with a misleading
+    "lower the lr" message. bfloat16 (same memory, float32's range) or float32 work.
+
+    >>> check_dtype_device("bfloat16", "cpu")
+    >>> check_dtype_device("float16", "cpu")  # doctest: +IGNORE_EXCEPTION_DETAIL
+    Traceback (most recent call last):
+    llmrl.models.load.ModelLoadError: model.dtype: float16 is not supported on the CPU ...
+    """
+    if _DTYPES.get(dtype) == "float16" and str(device).split(":")[0] == "cpu":
+        raise ModelLoadError("model.dtype: float16 is not supported on the CPU (no loss scaling; half-precision CPU "
+                             "kernels are slow or missing, and training breaks down within a few steps). "
+                             "Fix: use model.dtype: bfloat16 or float32, or train on a GPU (trainer.device: cuda).")
+
+
+def base_model_reference(name_or_path: str) -> str:
+    """What an adapter's ``base_model_name_or_path`` should say for a model loaded from
+    ``name_or_path``: the name the user gave (``tiny://arithmetic``, a hub name, their folder),
+    never the cache folder a tiny model happens to be built in on this machine.
+
+    >>> base_model_reference("tiny://arithmetic"), base_model_reference("Qwen/Qwen2.5-0.5B")
+    ('tiny://arithmetic', 'Qwen/Qwen2.5-0.5B')
+    """
+    s = str(name_or_path)
+    if s.startswith(TINY_SCHEME):
+        return s
+    tiny_root = (cache_dir() / "tiny").resolve()
+    p = Path(s).expanduser()
+    if p.exists() and tiny_root in p.resolve().parents:  # a resolved tiny folder: name it again
+        folder = p.resolve().relative_to(tiny_root).parts[0]
+        name, *opts = folder.split("__")
+        query = "&".join(o.replace("-", "=", 1) for o in opts)
+        return f"{TINY_SCHEME}{name}" + (f"?{query}" if query else "")
+    return s
+
+
+def set_adapter_base(model, name_or_path: str) -> None:
+    """Point a peft model's saved ``adapter_config.json`` at :func:`base_model_reference`
+    (call before ``save_pretrained``; :func:`load_model_and_tokenizer` already does)."""
+    for config in getattr(model, "peft_config", {}).values():
+        config.base_model_name_or_path = base_model_reference(name_or_path)
+
+
+BASE_MODEL_DIR = "base_model"
+
+
+def save_final(model, tokenizer, final_dir: str | Path) -> Path:
+    """Save the trained policy (full model or LoRA adapter) and tokenizer to ``final_dir``.
+
+    A LoRA adapter's ``adapter_config.json`` names its base as the user gave it (see
+    :func:`base_model_reference`). When the base only exists in this machine's cache (a
+    warm-started model), the base is copied to ``final_dir/base_model`` and the adapter points
+    there, so the run folder is self-contained and never refers into the cache."""
+    import json
+
+    final_dir = Path(final_dir)
+    model.save_pretrained(final_dir)
+    tokenizer.save_pretrained(final_dir)
+    cfg_path = final_dir / "adapter_config.json"
+    if not cfg_path.is_file():
+        return final_dir
+    cfg = json.loads(cfg_path.read_text())
+    base = str(cfg.get("base_model_name_or_path") or "")
+    local = Path(base).expanduser()
+    if base and not base.startswith(TINY_SCHEME) and local.is_dir() and _in_cache(local):
+        target = final_dir / BASE_MODEL_DIR
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(local, target)
+        cfg["base_model_name_or_path"] = str(target.resolve())
+        cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True))
+    return final_dir
+
+
+def _in_cache(path: Path) -> bool:
+    root = cache_dir().resolve()
+    return root in path.resolve().parents
+
+
+def _adapter_base(folder: str) -> str | None:
+    """``base_model_name_or_path`` of a saved LoRA adapter folder, or None if it is not one;
+    a run folder's own ``base_model/`` copy is used when the recorded path has moved."""
+    import json
+
+    cfg = Path(folder) / "adapter_config.json"
+    if not cfg.is_file():
+        return None
+    try:
+        base = json.loads(cfg.read_text())["base_model_name_or_path"]
+    except (OSError, ValueError, KeyError) as e:
+        raise ModelLoadError(f"{cfg}: not a readable adapter config ({e}); re-save the adapter") from None
+    own = Path(folder) / BASE_MODEL_DIR
+    if not str(base).startswith(TINY_SCHEME) and not Path(str(base)).exists() and (own / "config.json").is_file():
+        return str(own)
+    return base
 
 
 def _default_device() -> str:
@@ -138,6 +242,8 @@ def load_model_and_tokenizer(
         raise ModelLoadError(f"dtype={dtype!r} is not supported; use one of {sorted(set(_DTYPES))}.")
     torch_dtype = _DTYPES[dtype] if dtype == "auto" else getattr(torch, _DTYPES[dtype])
 
+    device = device or _default_device()
+    check_dtype_device(dtype, device)
     source = str(name_or_path)
     if source.startswith(TINY_SCHEME):
         source = str(resolve_tiny(source))
@@ -148,10 +254,15 @@ def load_model_and_tokenizer(
     else:
         source = str(Path(source).expanduser()) if source.startswith("~") else source
 
+    adapter_dir, base = None, _adapter_base(source) if Path(source).is_dir() else None
+    if base is not None:  # a saved LoRA adapter (e.g. runs/X/final): load its base, then the adapter
+        adapter_dir = source
+        source = str(resolve_tiny(base)) if base.startswith(TINY_SCHEME) else base
+    tok_source = adapter_dir if adapter_dir and (Path(adapter_dir) / "tokenizer_config.json").is_file() else source
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(tok_source, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
-        raise _load_error("tokenizer", source, e) from e
+        raise _load_error("tokenizer", tok_source, e) from e
     extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
     try:
         model = AutoModelForCausalLM.from_pretrained(
@@ -168,7 +279,13 @@ def load_model_and_tokenizer(
     if model.generation_config is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
 
-    model.to(device or _default_device())
+    model.to(device)
+    if adapter_dir is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter_dir, is_trainable=lora_r is not None)
+        set_adapter_base(model, base)
+        return model, tokenizer
     if lora_r is not None:
         if lora_r <= 0:
             raise ModelLoadError(f"lora_r={lora_r} must be a positive rank (or None for full fine-tuning).")
@@ -178,4 +295,5 @@ def load_model_and_tokenizer(
             r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
             target_modules=lora_target_modules or "all-linear", task_type="CAUSAL_LM")
         model = get_peft_model(model, config)
+        set_adapter_base(model, str(name_or_path))  # final/adapter_config.json names tiny://..., not a cache path
     return model, tokenizer

@@ -20,6 +20,13 @@ from pathlib import Path
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 
+# The names ``tiny://NAME`` accepts, with what each is for. They share one architecture (options
+# go in the query string); the name keeps each task's cache folder and warm start apart.
+TINY_MODELS = {
+    "arithmetic": "procedural arithmetic (recipes/tiny/math_grpo.yaml, llmrl demo)",
+    "code": "small code tasks (recipes/tiny/code_grpo.yaml)",
+}
+
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 USER, ASSISTANT, END = "<|user|>", "<|assistant|>", "<|end|>"
 SPECIAL_TOKENS = [PAD, BOS, EOS, UNK, USER, ASSISTANT, END]
