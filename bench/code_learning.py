@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_seeds.py
 RECIPE = REPO / "recipes" / "tiny" / "code_grpo.yaml"
 
 
@@ -81,28 +82,25 @@ def cfg_model_path(cfg) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    from _seeds import add_seed_args, for_each_seed, interval, tail_mean
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--steps", type=int, default=96)
-    ap.add_argument("--eval-every", type=int, default=24)
-    ap.add_argument("--last-evals", type=int, default=3, help="'after' = mean of this many final evaluations")
-    ap.add_argument("--out", default="runs/bench_code_learning")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], help="extra recipe overrides")
+    add_seed_args(ap, seeds=[0, 1, 2], steps=96, eval_every=24, out="runs/bench_code_learning")
     ap.add_argument("--summarize-only", action="store_true",
                     help="don't train: read OUT/seedN/result.json (seeds run as separate processes)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    results = []
-    for seed in args.seeds:
+
+    def one(seed: int) -> dict:
         if args.summarize_only:
             r = read_seed(Path(args.out) / f"seed{seed}", seed)
         else:
             r = run_seed(seed, args.steps, args.eval_every, Path(args.out), args.overrides)
-        tail = [acc for _, acc in r["evals"][1:][-args.last_evals:]] or [r["evals"][-1][1]]  # never "before" itself
-        r["after"] = sum(tail) / len(tail)
+        r["after"] = tail_mean(r["evals"], args.last_evals, skip_first=True)  # never "before" itself
         r["delta_points"] = round(100 * (r["after"] - r["before"]), 2)
-        results.append(r)
-        print(json.dumps({k: v for k, v in r.items() if k != "evals"}), file=sys.stderr, flush=True)
+        return r
+
+    results = for_each_seed(args.seeds, one)
     deltas = np.array([r["delta_points"] for r in results])
     out = {"recipe": str(RECIPE.relative_to(REPO)), "steps": args.steps, "seeds": results,
            "mean_before": float(np.mean([r["before"] for r in results])),
@@ -110,9 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
            "mean_delta_points": round(float(deltas.mean()), 2),
            "bench_wall_seconds": round(time.perf_counter() - t0, 1)}
     if len(results) >= 2:
-        from llmrl.eval.stats import iqm_ci
-
-        out["delta_iqm_ci"] = iqm_ci({"delta_points": deltas})["delta_points"]
+        out["delta_iqm_ci"] = interval(deltas, "delta_points")
     print(json.dumps(out, indent=2))
     return out
 

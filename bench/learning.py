@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_seeds.py
 
 
 def run_seed(seed: int, steps: int, eval_every: int, out_root: Path, extra: list[str]) -> dict:
@@ -42,27 +43,26 @@ def run_seed(seed: int, steps: int, eval_every: int, out_root: Path, extra: list
 
 
 def main(argv: list[str] | None = None) -> dict:
+    from _seeds import add_seed_args, for_each_seed, interval, tail_mean
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--steps", type=int, default=1200)
-    ap.add_argument("--eval-every", type=int, default=100)
-    ap.add_argument("--last-evals", type=int, default=3, help="'after' = mean of this many final evaluations")
-    ap.add_argument("--out", default="runs/bench_learning")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], help="extra recipe overrides")
+    add_seed_args(ap, seeds=[0, 1, 2], steps=1200, eval_every=100, out="runs/bench_learning")
     args = ap.parse_args(argv)
-    results = []
-    for seed in args.seeds:
+
+    def one(seed: int) -> dict:
         r = run_seed(seed, args.steps, args.eval_every, Path(args.out), args.overrides)
-        tail = [acc for _, acc in r["evals"][-args.last_evals:]]
-        r["after"] = sum(tail) / len(tail)
+        r["after"] = tail_mean(r["evals"], args.last_evals)
         r["delta_points"] = round(100 * (r["after"] - r["before"]), 2)
-        results.append(r)
-        print(json.dumps({k: v for k, v in r.items() if k != "evals"}), file=sys.stderr)
+        return r
+
+    results = for_each_seed(args.seeds, one)
     mean_delta = sum(r["delta_points"] for r in results) / len(results)
     report = {"bench": "learning", "recipe": "recipes/tiny/math_grpo.yaml", "steps": args.steps,
               "seeds": args.seeds, "mean_delta_points": round(mean_delta, 2),
               "target_points": 10.0, "passed": mean_delta >= 10.0, "runs": results,
               "command": "python bench/learning.py " + " ".join(sys.argv[1:] if argv is None else argv)}
+    if len(results) >= 2:
+        report["delta_iqm_ci"] = interval([r["delta_points"] for r in results], "delta_points")
     print(json.dumps(report, indent=2))
     return report
 

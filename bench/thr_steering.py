@@ -46,6 +46,7 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_seeds.py
 RECIPE = REPO / "recipes" / "tiny" / "math_grpo.yaml"
 
 
@@ -173,24 +174,26 @@ def _rounded(x):
 
 
 def main(argv: list[str] | None = None) -> dict:
+    from _seeds import adastop_verdict, add_seed_args
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--recipe", default=str(RECIPE), help="recipe YAML (read once, at start)")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    add_seed_args(ap, seeds=[0, 1, 2, 3, 4], steps=150, eval_every=25, out="runs/bench_thr_steering",
+                  last_evals_help="'greedy' = mean of this many final evaluations",
+                  steps_help="GRPO steps per run (64 prompts x 8 samples each)")
     ap.add_argument("--ps", type=float, nargs="+", default=[-0.5, 0.0, 0.5])
-    ap.add_argument("--steps", type=int, default=150, help="GRPO steps per run (64 prompts x 8 samples each)")
-    ap.add_argument("--eval-every", type=int, default=25)
-    ap.add_argument("--last-evals", type=int, default=3, help="'greedy' = mean of this many final evaluations")
     ap.add_argument("--k", type=int, default=8, help="samples per prompt for pass@k")
     ap.add_argument("--heldout", type=int, default=None,
                     help="score only the first N held-out prompts (default: all of data.eval_size)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch.set_num_threads; 1 (default) because on a shared 2-core host a second intra-op "
                          "thread per process spins against other processes; 0 leaves torch's default")
-    ap.add_argument("--out", default="runs/bench_thr_steering")
     ap.add_argument("--json-out", default=None, help="also write the report here")
     ap.add_argument("--reuse", action="store_true",
                     help="read finished runs (same settings) from --out instead of rerunning them")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], help="extra recipe overrides")
+    ap.add_argument("--adastop", default=None, metavar="STATE",
+                    help="also feed each p's per-seed greedy accuracy into the AdaStop test kept in STATE (JSON): "
+                         "the report's 'adastop' says equal / larger / smaller per pair or how many more seeds to run")
     args = ap.parse_args(argv)
 
     import torch
@@ -259,6 +262,9 @@ def main(argv: list[str] | None = None) -> dict:
                    "total_wall_s_this_call": round(time.perf_counter() - t_all, 1)},
         "command": "python bench/thr_steering.py " + " ".join(sys.argv[1:] if argv is None else argv),
     }
+    if args.adastop:
+        report["adastop"] = adastop_verdict(args.adastop, {
+            f"p={p:+g}": [(f"seed{r['seed']}", r["greedy"]) for r in runs if r["p"] == p] for p in args.ps})
     text = json.dumps(report, indent=2)
     print(text)
     if args.json_out:

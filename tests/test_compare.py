@@ -151,3 +151,30 @@ def test_errors_name_the_fix(tmp_path):
     assert res.exit_code == 2 and "no metric 'nope'" in res.output and "greedy" in res.output
     res = CliRunner().invoke(app, ["compare", str(tmp_path / "s"), "--metric", "greedy", "--group-by", "x.y"])
     assert res.exit_code == 2 and "--group-by 'x.y'" in res.output
+
+
+def test_seed_bench_summary_comes_with_its_interval(tmp_path, capsys):
+    """bench/code_learning.py --summarize-only (the shared bench/_seeds.py loop) reads finished seeds
+    and reports the delta with an IQM and CI; `llmrl compare` reads the same folders."""
+    from llmrl.eval.stats import iqm_ci
+
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        import code_learning
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    evals = {0: [(0, 0.30), (24, 0.35), (48, 0.40)], 1: [(0, 0.28), (24, 0.31), (48, 0.39)],
+             2: [(0, 0.33), (24, 0.33), (48, 0.45)]}
+    for s, ev in evals.items():
+        d = tmp_path / f"seed{s}"
+        d.mkdir()
+        (d / "result.json").write_text(json.dumps({"seed": s, "before": ev[0][1], "after_final": ev[-1][1],
+                                                   "evals": ev, "rl_train_seconds": 1.0}))
+    out = code_learning.main(["--seeds", "0", "1", "2", "--summarize-only", "--out", str(tmp_path),
+                              "--last-evals", "2"])
+    want = [round(100 * ((ev[1][1] + ev[2][1]) / 2 - ev[0][1]), 2) for ev in evals.values()]
+    assert [r["delta_points"] for r in out["seeds"]] == want
+    assert out["delta_iqm_ci"] == iqm_ci({"d": np.array(want)})["d"]
+    res = CliRunner().invoke(app, ["compare", str(tmp_path), "--metric", "after_final", "--reps", "200"])
+    assert res.exit_code == 0, res.output
+    assert "n" in res.output and "  3  " in res.output  # one configuration, three seeds
