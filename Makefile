@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	$(BIN)/llmrl demo
+	$(BIN)/llmrl demo --overwrite  # replaces the previous demo run in runs/demo
 
 test: install
 	$(BIN)/python -m pytest -m "not slow"
