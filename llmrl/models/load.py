@@ -1,6 +1,7 @@
 """Load a policy: any Hugging Face causal LM (hub name or local folder) or a tiny local model.
 
-``tiny://NAME`` builds ``llmrl.models.tiny.build_tiny_model`` into ``cache_dir()/tiny/NAME``
+``tiny://NAME`` (NAME one of ``llmrl.models.tiny.TINY_MODELS``: arithmetic, code; anything else
+is an error) builds ``llmrl.models.tiny.build_tiny_model`` into ``cache_dir()/tiny/NAME``
 on first use (deterministic: same name, same weights) and loads it from there. Build options
 go in a query string, e.g. ``tiny://arithmetic?seed=1&hidden_size=256`` (each distinct
 query gets its own cache folder).
