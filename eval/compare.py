@@ -384,7 +384,8 @@ def plot_report(report: dict, path: str | Path, *, scale: float = 1.0) -> Path:
                     color=colors[k], alpha=0.6)
             ax.plot([e["point"] * scale] * 2, [j - 0.3, j + 0.3], color="k", lw=2)
         ax.set_yticks(range(len(names)), names if i == 0 else [""] * len(names))
-        ax.set_title(a.replace("_", " ") + (" (lower is better)" if a == "optimality_gap" else ""))
+        ax.set_title({"median": "median (of task means)", "iqm": "IQM", "optimality_gap": "optimality gap (lower is better)"}
+                     .get(a, a))
         ax.grid(axis="x", alpha=0.3)
     prof = report["performance_profile"]
     ax = fig.add_subplot(grid[1, :2])
@@ -405,17 +406,18 @@ def plot_report(report: dict, path: str | Path, *, scale: float = 1.0) -> Path:
             e = poi[k]
             ax.barh(j, e["ci_high"] - e["ci_low"], left=e["ci_low"], height=0.6, color="tab:blue", alpha=0.5)
             ax.plot([e["point"]] * 2, [j - 0.3, j + 0.3], color="k", lw=2)
+            ax.plot(e["point"], j, "o", color="k", ms=5)  # visible when the CI has no width (P = 0 or 1)
         ax.axvline(0.5, color="gray", ls="--")
         ax.set_yticks(range(len(keys)), [k.replace(" > ", "  >  ") for k in keys])
-        ax.set_xlim(0, 1)
+        ax.set_xlim(-0.02, 1.02)
     ax.set_title("probability of improvement P(X > Y)")
     ax.grid(axis="x", alpha=0.3)
-    col = 0
+    col, curve_row = 0, grid[2, :].subgridspec(1, n_curve) if n_curve else None
     for axis, label in (("step", "RL step"), ("samples", "samples (completions)"), ("wall_s", "training seconds")):
         if not any(c.get(axis) for c in curves.values()):
             continue
-        ax = fig.add_subplot(grid[2, col:col + (4 // n_curve if n_curve < 4 else 1)] if n_curve in (1, 2) else grid[2, col])
-        col += 4 // n_curve if n_curve in (1, 2) else 1
+        ax = fig.add_subplot(curve_row[0, col])
+        col += 1
         for k, c in curves.items():
             if c.get(axis):
                 x = np.array(c[axis])

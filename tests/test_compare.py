@@ -178,3 +178,12 @@ def test_seed_bench_summary_comes_with_its_interval(tmp_path, capsys):
     res = CliRunner().invoke(app, ["compare", str(tmp_path), "--metric", "after_final", "--reps", "200"])
     assert res.exit_code == 0, res.output
     assert "n" in res.output and "  3  " in res.output  # one configuration, three seeds
+
+
+@pytest.mark.parametrize("name", ["llmrl.eval.compare", "llmrl.eval.adastop"])
+def test_doctests(name):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(name))
+    assert result.attempted > 0 and result.failed == 0
