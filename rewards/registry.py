@@ -40,3 +40,30 @@ def resolve_reward(name: str) -> Callable:
     if not callable(fn):
         raise ValueError(f"rewards.name: {target!r} is not callable")
     return fn
+
+
+# Names the trainer passes to every reward: a recipe's ``args`` may not set them.
+TRAINER_KWARGS = ("prompts", "completions", "completion_ids", "trainer_state")
+
+
+def check_reward_specs(specs) -> list[str]:
+    """Problems with a recipe's ``rewards`` list, found without calling any reward: names that
+    do not resolve, ``args`` that are not parameters of the function, duplicate short names."""
+    from llmrl.config.validate import unbound_args
+
+    problems: list[str] = []
+    seen: dict[str, int] = {}
+    for i, spec in enumerate(specs):
+        short = spec.name.rsplit(":", 1)[-1]
+        if short in seen:
+            problems.append(f"rewards[{i}].name: {short!r} is already rewards[{seen[short]}]; each reward must "
+                            "appear once (its scores would be counted twice). Raise its weight instead, or "
+                            "give the variant a name of its own")
+        seen.setdefault(short, i)
+        try:
+            fn = resolve_reward(spec.name)
+        except ValueError as exc:
+            problems.append(str(exc).replace("rewards.name", f"rewards[{i}].name", 1))
+            continue
+        problems += unbound_args(fn, spec.args, f"rewards[{i}].args", reserved=TRAINER_KWARGS)
+    return problems

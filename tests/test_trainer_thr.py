@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from llmrl.config.load import RecipeError, validate_recipe
-from llmrl.trainer import loop
+from llmrl.trainer import step as step_phases
 from llmrl.trainer.loop import rl_step, setup, train
 
 
@@ -57,7 +57,7 @@ def recipe(out: Path, token_weighting: dict, **sections) -> dict:
 def one_step(out: Path, token_weighting: dict, **sections) -> tuple[dict, dict[str, torch.Tensor], torch.Tensor]:
     """Metrics of trainer step 1, the policy weights after it, and the [N, C] token advantages
     the update used (recorded from the trainer's own token-weighting call)."""
-    run = setup(validate_recipe(recipe(out, token_weighting, **sections)))
+    run, state = setup(validate_recipe(recipe(out, token_weighting, **sections)))
     seen: list[torch.Tensor] = []
     apply = run.weighting.apply
 
@@ -68,17 +68,17 @@ def one_step(out: Path, token_weighting: dict, **sections) -> tuple[dict, dict[s
 
     run.weighting.apply = recording_apply
     old_passes = []
-    real_old_forward = loop.old_policy_forward
+    real_old_forward = step_phases.old_policy_forward
 
     def counting_old_forward(*args, **kwargs):
         old_passes.append(1)
         return real_old_forward(*args, **kwargs)
 
-    loop.old_policy_forward = counting_old_forward
+    step_phases.old_policy_forward = counting_old_forward
     try:
-        m = rl_step(run, 1)
+        m = rl_step(run, state, 1)
     finally:
-        loop.old_policy_forward = real_old_forward
+        step_phases.old_policy_forward = real_old_forward
         run.logger.close()
     assert len(seen) == 1
     m["test/old_forward_ran"] = bool(old_passes)

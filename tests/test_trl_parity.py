@@ -102,7 +102,7 @@ def make_batch(tok) -> RolloutBatch:
     return RolloutBatch(
         prompt_ids=enc["input_ids"], prompt_mask=enc["attention_mask"], completion_ids=completion_ids,
         token_owner=owner, group_ids=torch.arange(len(rows)) // 2,
-        truncated=torch.arange(len(rows)) == TRUNCATED_ROW,
+        finish_reason=["length" if i == TRUNCATED_ROW else "stop" for i in range(len(rows))],
         prompts=PROMPTS, completions=COMPLETIONS,
     )
 

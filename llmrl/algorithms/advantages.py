@@ -1,8 +1,14 @@
-"""Response-level advantage estimators for group sampling (one scalar per completion).
+"""Advantage estimators and their registry.
 
-All take rewards laid out prompt-major, [B*G] with G consecutive completions per prompt, and
-return [B*G]. Token-level shaping (THR) happens afterwards in ``token_weighting``."""
+Rewards are laid out prompt-major, [B*G] with G consecutive completions per prompt. Each
+estimator in ``ESTIMATORS`` declares what it needs (groups, critic values, reference log-probs),
+so the trainer runs only those forwards, and ``estimate`` returns token advantages [N, C]: the
+shape a critic-based estimator (GAE) or a per-token KL reward (REINFORCE++) produces too.
+Token-level shaping (THR) happens afterwards in ``llmrl.trainer.token_weighting``."""
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -44,17 +50,78 @@ def rloo_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
 
 
 def compute_advantages(name: str, rewards: torch.Tensor, group_size: int) -> torch.Tensor:
-    """Dispatch on the recipe's ``algorithm.advantage``."""
-    if name == "grpo":
-        return grpo_advantages(rewards, group_size, scale=True)
-    if name == "dr_grpo":
-        return grpo_advantages(rewards, group_size, scale=False)
-    if name == "rloo":
-        return rloo_advantages(rewards, group_size)
-    raise ValueError(f"algorithm.advantage: unknown estimator {name!r}; allowed: grpo, dr_grpo, rloo")
+    """Response advantages [N] of a registered estimator (``ESTIMATORS``)."""
+    if name not in ESTIMATORS:
+        raise ValueError(f"algorithm.advantage: unknown estimator {name!r}; allowed: {', '.join(ESTIMATORS)}")
+    return ESTIMATORS[name].fn(rewards, group_size)
 
 
 def zero_variance_groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
     """[B] True where every completion of the prompt got the same reward (no learning signal)."""
     r = _groups(rewards, group_size)
     return (r == r[:, :1]).all(dim=1)
+
+
+def reinforce_advantages(rewards: torch.Tensor) -> torch.Tensor:
+    """REINFORCE with the batch-mean baseline: A_i = r_i - mean_j r_j over the whole batch.
+
+    Needs no groups, so it runs with ``rollout.num_generations: 1`` (one completion per prompt).
+
+    >>> reinforce_advantages(torch.tensor([1., 0., 0., 1.])).tolist()
+    [0.5, -0.5, -0.5, 0.5]
+    """
+    return rewards - rewards.mean()
+
+
+# ----------------------------------------------------------------------------------- the registry
+@dataclass
+class Advantages:
+    """What an estimator hands the token-weighting and update phases.
+
+    tokens    [N, C] advantage per completion position (0 where the loss mask is 0)
+    response  [N]    one advantage per completion, for estimators that have one (group
+                     estimators): token weighting (THR) reweights these per token
+    returns   [N, C] value targets for a critic (None when no critic is trained)
+    """
+
+    tokens: torch.Tensor
+    response: torch.Tensor | None = None
+    returns: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class Estimator:
+    """An advantage estimator and what it needs; the trainer runs only the forwards it asks for
+    and applies the group-only checks only to group estimators."""
+
+    fn: Callable[..., torch.Tensor]        # (rewards [N], group_size) -> response advantages [N]
+    needs_groups: bool
+    needs_values: bool = False
+    needs_ref: bool = False
+    summary: str = ""
+
+
+ESTIMATORS: dict[str, Estimator] = {
+    "grpo": Estimator(lambda r, g: grpo_advantages(r, g, scale=True), needs_groups=True,
+                      summary="(r - group mean) / group std"),
+    "dr_grpo": Estimator(lambda r, g: grpo_advantages(r, g, scale=False), needs_groups=True,
+                         summary="r - group mean (no std: no difficulty bias)"),
+    "rloo": Estimator(rloo_advantages, needs_groups=True, summary="r - mean of the other completions of the prompt"),
+    "reinforce": Estimator(lambda r, g: reinforce_advantages(r), needs_groups=False,
+                           summary="r - batch mean; works with num_generations 1"),
+}
+
+
+def estimate(name: str, rewards: torch.Tensor, loss_mask: torch.Tensor, *, group_size: int,
+             values: torch.Tensor | None = None, ref_logps: torch.Tensor | None = None) -> Advantages:
+    """Token advantages [N, C] from rewards [N] (and values / reference log-probs for the
+    estimators that declare they need them)."""
+    est = ESTIMATORS.get(name)
+    if est is None:
+        raise ValueError(f"algorithm.advantage: unknown estimator {name!r}; allowed: {', '.join(ESTIMATORS)}")
+    if est.needs_values and values is None:
+        raise ValueError(f"algorithm.advantage: {name!r} needs critic values")
+    if est.needs_ref and ref_logps is None:
+        raise ValueError(f"algorithm.advantage: {name!r} needs reference log-probs")
+    response = est.fn(rewards, group_size)
+    return Advantages(tokens=response.unsqueeze(1) * loss_mask.to(response.dtype), response=response)

@@ -167,10 +167,16 @@ def validate_recipe(raw: dict[str, Any], *, source: str = "recipe") -> RecipeCon
     if not isinstance(raw, dict):
         raise RecipeError(f"{source}: a recipe must be a YAML mapping of sections, got {type(raw).__name__}")
     try:
-        return RecipeConfig.model_validate(raw)
+        cfg = RecipeConfig.model_validate(raw)
     except ValidationError as exc:
         lines = [_format_error(e) for e in exc.errors()]
         raise RecipeError(f"{source}: {len(lines)} problem(s):\n  - " + "\n  - ".join(lines)) from None
+    from llmrl.config.validate import recipe_problems
+
+    lines = recipe_problems(cfg)  # names and args that must resolve, checked before any model loads
+    if lines:
+        raise RecipeError(f"{source}: {len(lines)} problem(s):\n  - " + "\n  - ".join(lines))
+    return cfg
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> RecipeConfig:

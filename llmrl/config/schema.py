@@ -71,8 +71,10 @@ class DataConfig(Section):
 
 
 class RolloutConfig(Section):
-    engine: Literal["hf", "vllm"] = "hf"
-    num_generations: int = Field(8, ge=2, description="G: completions per prompt (group size).")
+    engine: str = Field("hf", description="'hf' (transformers generate), 'vllm', or 'package.module:factory' "
+                        "(called as factory(model, tokenizer, **engine options); see docs/architecture.md).")
+    num_generations: int = Field(8, ge=1, description="G: completions per prompt (group size); group "
+                                 "estimators need >= 2.")
     temperature: float = Field(1.0, gt=0.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     top_k: int = Field(0, ge=0, description="0 disables top-k.")
@@ -81,6 +83,8 @@ class RolloutConfig(Section):
     generation_batch_size: int | None = Field(
         None, gt=0, description="Prompts per generate call; None = all prompts of the step at once."
     )
+    stop: list[str] = Field(default_factory=list, description="Stop strings: a completion ends after the "
+                            "token that completes one (kept and trained, like the end token).")
 
 
 class RewardSpec(Section):
@@ -111,8 +115,9 @@ class TokenWeightingConfig(Section):
 
 
 class AlgorithmConfig(Section):
-    advantage: Literal["grpo", "dr_grpo", "rloo"] = Field(
-        "grpo", description="grpo: (r-mean)/std; dr_grpo: r-mean (no std); rloo: leave-one-out."
+    advantage: Literal["grpo", "dr_grpo", "rloo", "reinforce"] = Field(
+        "grpo", description="grpo: (r-mean)/std in the group; dr_grpo: r-mean (no std); rloo: leave-one-out; "
+        "reinforce: r - batch mean (no groups: num_generations may be 1). Registry: llmrl.algorithms.advantages."
     )
     policy_loss: Literal["ppo_clip", "gspo", "gspo_token"] = "ppo_clip"
     loss_agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"] = "token-mean"
@@ -123,7 +128,8 @@ class AlgorithmConfig(Section):
     epochs: int = Field(1, ge=1, description="Update passes over each rollout batch.")
     num_minibatches: int = Field(1, ge=1, description="Optimizer steps per epoch.")
     skip_zero_variance_groups: bool = Field(
-        True, description="Drop groups whose rewards are all equal: they carry no gradient."
+        True, description="Drop groups whose rewards are all equal: their advantages are 0. With kl_coef > 0 "
+        "they are kept, because their KL term still has a gradient."
     )
     token_weighting: TokenWeightingConfig = Field(default_factory=TokenWeightingConfig)
 
@@ -133,6 +139,9 @@ class TrainerConfig(Section):
     prompts_per_step: int = Field(64, gt=0)
     micro_batch_size: int = Field(512, gt=0, description="Sequences per forward/backward.")
     lr: float = Field(1e-4, gt=0.0)
+    optimizer: str = Field("AdamW", description="Any torch.optim optimizer class name (AdamW, Adam, SGD, ...).")
+    optimizer_args: dict[str, Any] = Field(default_factory=dict, description="Extra keyword arguments of the "
+                                           "optimizer, e.g. {betas: [0.9, 0.95]}.")
     lr_scheduler: Literal["constant", "linear", "cosine"] = "constant"
     warmup_steps: int = Field(0, ge=0)
     weight_decay: float = Field(0.0, ge=0.0)
@@ -140,6 +149,10 @@ class TrainerConfig(Section):
     seed: int = 0
     output_dir: str = "runs/default"
     eval_every: int = Field(50, ge=0, description="0 = evaluate only before and after training.")
+    eval_success_threshold: float | None = Field(
+        1.0, description="eval/accuracy = share of held-out prompts whose first reward (the task's verifier) "
+        "is >= this; None = the mean of that reward (for continuous rewards). The warm start's early stop "
+        "uses the same rule.")
     checkpoint_every: int = Field(50, ge=0, description="0 = only the final checkpoint.")
     keep_checkpoints: int = Field(2, ge=1)
     degenerate_patience: int = Field(
@@ -185,6 +198,19 @@ class RecipeConfig(Section):
                 f"algorithm.num_minibatches: {alg.num_minibatches} must divide trainer.prompts_per_step "
                 f"* rollout.num_generations = {self.sequences_per_step}"
             )
+        from llmrl.algorithms.advantages import ESTIMATORS
+
+        est = ESTIMATORS[alg.advantage]
+        if est.needs_groups and self.rollout.num_generations < 2:
+            errors.append(
+                f"rollout.num_generations: {alg.advantage!r} compares completions of the same prompt and needs "
+                f">= 2 (got {self.rollout.num_generations}), or use an estimator without groups: "
+                + ", ".join(k for k, e in ESTIMATORS.items() if not e.needs_groups)
+            )
+        if tw.type == "thr" and not est.needs_groups:
+            errors.append(f"algorithm.token_weighting.type: 'thr' compares completions within a group; "
+                          f"{alg.advantage!r} has no groups. Use one of: "
+                          + ", ".join(k for k, e in ESTIMATORS.items() if e.needs_groups))
         if tw.type == "thr" and alg.policy_loss == "gspo":
             errors.append(
                 "algorithm.token_weighting.type: 'thr' needs token-level ratios; sequence-level "

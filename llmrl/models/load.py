@@ -46,13 +46,10 @@ def _tiny_build_kwargs(query: str) -> dict:
     return kwargs
 
 
-def resolve_tiny(name_or_path: str) -> Path:
-    """Folder of the tiny model ``tiny://NAME[?options]``, building it first if it is missing.
-
-    The build goes to a temporary folder that is renamed into place, so concurrent processes
-    (e.g. one per GPU) never see a half-written model.
-    """
-    from llmrl.models.tiny import TINY_MODELS, build_tiny_model
+def check_tiny_name(name_or_path: str) -> tuple[str, dict]:
+    """Name and build options of ``tiny://NAME[?options]``, or ModelLoadError naming the known
+    models. Cheap (nothing is built), so recipe validation calls it before anything loads."""
+    from llmrl.models.tiny import TINY_MODELS
 
     spec = name_or_path[len(TINY_SCHEME):]
     name, _, query = spec.partition("?")
@@ -64,7 +61,18 @@ def resolve_tiny(name_or_path: str) -> Path:
         known = ", ".join(f"tiny://{k} ({v})" for k, v in TINY_MODELS.items())
         raise ModelLoadError(f"{name_or_path!r}: there is no tiny model {name!r}.{hint} Known tiny models: {known}. "
                              "Build options go in the query string, e.g. 'tiny://arithmetic?hidden_size=256'.")
-    kwargs = _tiny_build_kwargs(query)
+    return name, _tiny_build_kwargs(query)
+
+
+def resolve_tiny(name_or_path: str) -> Path:
+    """Folder of the tiny model ``tiny://NAME[?options]``, building it first if it is missing.
+
+    The build goes to a temporary folder that is renamed into place, so concurrent processes
+    (e.g. one per GPU) never see a half-written model.
+    """
+    from llmrl.models.tiny import build_tiny_model
+
+    name, kwargs = check_tiny_name(name_or_path)
     folder = name + "".join(f"__{k}-{v}" for k, v in sorted(kwargs.items()))
     target = cache_dir() / "tiny" / folder
     if (target / "config.json").is_file():

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -118,6 +118,7 @@ def warm_start(
     max_new_tokens: int = 8,
     seed: int = 0,
     progress: bool = True,
+    evaluate: Callable[[], float] | None = None,
 ) -> dict[str, Any]:
     """Supervised next-token training on prompt+answer+eos, early-stopped on held-out accuracy.
 
@@ -138,6 +139,10 @@ def warm_start(
         max_new_tokens: generation budget for the accuracy check.
         seed: data order seed.
         progress: show a tqdm bar.
+        evaluate: the held-out accuracy check, called with the model in its current state. The
+            trainer passes its own greedy evaluation (``llmrl.trainer.evaluate.greedy_eval``) so
+            the early stop and the RL run's ``eval/accuracy`` agree; default: exact match of the
+            greedy completion on ``heldout``.
 
     Returns:
         dict with ``steps``, ``seconds`` (training + evaluation wall time), ``accuracy`` (last
@@ -158,8 +163,9 @@ def warm_start(
         optimizer, lambda step: min(1.0, (step + 1) / max(1, warmup_steps)))
     gen = torch.Generator().manual_seed(seed)
 
-    def evaluate() -> float:
-        return greedy_accuracy(model, tokenizer, heldout, max_new_tokens=max_new_tokens)
+    if evaluate is None:
+        def evaluate() -> float:
+            return greedy_accuracy(model, tokenizer, heldout, max_new_tokens=max_new_tokens)
 
     start = time.perf_counter()
     initial = evaluate()

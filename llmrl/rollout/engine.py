@@ -12,8 +12,18 @@ from llmrl.rollout.types import RolloutBatch, SamplingParams
 
 
 class RolloutEngine(Protocol):
+    """Token-level: ``generate_tokens`` continues any token prefix (a prompt, or a multi-turn
+    trajectory with tool results appended) and returns ids, owners, finish reasons and, when
+    asked, the sampler's log-probs. ``generate`` is the text convenience on top."""
+
+    def generate_tokens(self, contexts: list[list[int]], sampling: SamplingParams, *, n: int = 1) -> RolloutBatch:
+        """n completions per context, context-major."""
+
     def generate(self, prompts: list[str], sampling: SamplingParams, *, n: int) -> RolloutBatch:
-        """n completions per prompt, prompt-major."""
+        """n completions per prompt text (tokenized as the trainer does), prompt-major."""
+
+    def encode(self, prompts: list[str]) -> list[list[int]]:
+        """Prompt texts to the ids ``generate`` would feed."""
 
     def sync_weights(self, policy: torch.nn.Module) -> None:
         """Make the engine sample from the policy's current weights."""
@@ -21,13 +31,33 @@ class RolloutEngine(Protocol):
 
 def build_engine(kind: str, model, tokenizer, *, max_prompt_length: int, generation_batch_size: int | None = None,
                  add_special_tokens: bool = True) -> RolloutEngine:
+    """``hf``, ``vllm``, or ``'package.module:factory'``: any callable taking (model, tokenizer,
+    **these options) and returning an object with this Protocol's methods (for example an engine
+    that holds its own copy of the weights and copies them in ``sync_weights``)."""
+    opts = dict(max_prompt_length=max_prompt_length, generation_batch_size=generation_batch_size,
+                add_special_tokens=add_special_tokens)
     if kind == "hf":
         from llmrl.rollout.hf_engine import HFEngine
 
-        return HFEngine(model, tokenizer, max_prompt_length=max_prompt_length, generation_batch_size=generation_batch_size,
-                        add_special_tokens=add_special_tokens)
+        return HFEngine(model, tokenizer, **opts)
     if kind == "vllm":
         # Planned (DESIGN.md decision 4): colocated vLLM with weight sync. Not built yet; say so
         # rather than fall back silently to a slower engine.
         raise ValueError("rollout.engine: 'vllm' is not available in this release yet; use rollout.engine: hf")
-    raise ValueError(f"rollout.engine: unknown engine {kind!r}; allowed: hf, vllm")
+    return resolve_engine(kind)(model, tokenizer, **opts)
+
+
+def resolve_engine(kind: str):
+    """The factory of a 'module:factory' engine name; ValueError naming the key otherwise."""
+    import importlib
+
+    if ":" not in kind:
+        raise ValueError(f"rollout.engine: unknown engine {kind!r}; allowed: hf, vllm, or 'package.module:factory'")
+    module, _, attr = kind.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"rollout.engine: cannot import {kind!r} ({exc})") from None
+    if not callable(factory):
+        raise ValueError(f"rollout.engine: {kind!r} is not callable")
+    return factory

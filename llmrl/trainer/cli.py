@@ -1,7 +1,9 @@
 """`llmrl train` and `llmrl demo`.
 
-Recipe problems exit with code 2 and a message naming every bad key (no traceback); a diverged
-or degenerate run exits with 1 and says what to change."""
+Exit codes: 2 for configuration problems (recipe keys, names that do not resolve, missing data
+or model, a resume that does not fit its checkpoint), 1 for failures during training (diverged,
+degenerate signal, an internal error), 130 after Ctrl-C / SIGTERM (a checkpoint was written).
+No traceback unless ``--debug``."""
 from __future__ import annotations
 
 import logging
@@ -20,7 +22,7 @@ def _fail(message: str, code: int) -> None:
     raise typer.Exit(code)
 
 
-def run_recipe(recipe: Path, overrides: list[str], resume: bool) -> dict:
+def run_recipe(recipe: Path, overrides: list[str], resume: bool, *, debug: bool = False) -> dict:
     from llmrl.config.load import RecipeError, load_recipe
 
     try:
@@ -35,10 +37,17 @@ def run_recipe(recipe: Path, overrides: list[str], resume: bool) -> dict:
         summary = train(cfg, resume=resume)
         typer.echo(summary_table(summary))
         return summary
-    except (TrainingDiverged, DegenerateSignal) as exc:
-        _fail(f"error: {exc}", 1)
-    except ValueError as exc:  # configuration that only shows at setup (missing model, dataset column...)
-        _fail(f"error: {exc}", 2)
+    except KeyboardInterrupt as exc:
+        _fail(f"interrupted: {exc}" if str(exc) else "interrupted (no checkpoint written for the current step)", 130)
+    except Exception as exc:
+        if debug:
+            raise
+        if isinstance(exc, (TrainingDiverged, DegenerateSignal)):
+            _fail(f"error: {exc}", 1)
+        if isinstance(exc, (ValueError, FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError)):
+            # configuration that only shows at setup (missing model or data file, dataset column, ...)
+            _fail(f"error: {exc}", 2)
+        _fail(f"internal error: {type(exc).__name__}: {exc}\n(rerun with --debug for the traceback)", 1)
     raise AssertionError("unreachable")
 
 
@@ -49,10 +58,11 @@ def register(app: typer.Typer) -> None:
         set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a key: --set trainer.lr=1e-4 (repeatable)."),
         resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in trainer.output_dir."),
         verbose: bool = typer.Option(False, "--verbose", "-v"),
+        debug: bool = typer.Option(False, "--debug", help="Show tracebacks instead of one-line errors."),
     ) -> None:
         """Train a policy with RL from a recipe."""
         logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-        run_recipe(recipe, set_ or [], resume)
+        run_recipe(recipe, set_ or [], resume, debug=debug)
 
     @app.command()
     def demo(

@@ -1,0 +1,322 @@
+"""One RL step, phase by phase, each a function on explicit data (DESIGN.md, "One RL step"):
+
+    batch    = rollout(engine, prompt ids, sampling, G)            RolloutBatch, N = B*G rows
+    rewards  = score(...)                                           [N] (failures are outcomes)
+    rows     = rows_to_train(rewards, ...)                          drop flat groups (not with KL)
+    fw       = Forwards(old_policy_forward, reference_forward)      [N, C] log-probs (+ THR inputs)
+    adv      = estimate(estimator, rewards, mask, values, ref)      Advantages: tokens [N, C]
+    tok_adv  = token_advantages(weighting, adv, ...)                [N, C]: THR, or broadcast
+    stats    = update_policy(updater, batch, fw, tok_adv, ...)      optimizer steps
+    engine.sync_weights(policy)
+    metrics  = step_metrics(...)                                    after the math, never inside it
+"""
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Iterator
+
+import torch
+
+from llmrl.algorithms.advantages import ESTIMATORS, Advantages, estimate, zero_variance_groups
+from llmrl.algorithms.losses import policy_loss
+from llmrl.config.schema import AlgorithmConfig
+from llmrl.rewards.runner import RewardResult, TrainerState, score
+from llmrl.rollout.types import RolloutBatch, SamplingParams
+from llmrl.trainer.evaluate import columns_for, format_prompts
+from llmrl.trainer.forward import ForwardOut, forward_completions
+from llmrl.trainer.token_weighting import TokenWeighting
+from llmrl.trainer.updater import Updater, UpdateDiverged
+
+if TYPE_CHECKING:
+    from llmrl.trainer.loop import Run, TrainState
+
+log = logging.getLogger("llmrl")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or gradient became NaN/inf; the run stopped with its last good checkpoint kept."""
+
+
+class DegenerateSignal(RuntimeError):
+    """The reward carried no learning signal for too long (every advantage was 0)."""
+
+
+@dataclass
+class Timers:
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        yield
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+
+
+# ----------------------------------------------------------------------------------- phases
+def rollout(engine, contexts: list[list[int]], sampling: SamplingParams, n: int, step: int) -> RolloutBatch:
+    try:
+        return engine.generate_tokens(contexts, sampling, n=n)
+    except RuntimeError as exc:  # torch.multinomial on NaN/inf probabilities: weights diverged
+        if "inf" in str(exc) or "nan" in str(exc):
+            raise TrainingDiverged(f"step {step}: sampling met NaN/inf probabilities ({exc})") from None
+        raise
+
+
+def no_signal_groups(rewards: torch.Tensor, group_size: int, advantage: str) -> torch.Tensor:
+    """[B] True where the estimator sees no reward difference: flat groups for group
+    estimators; for the others the whole batch is one 'group'."""
+    return zero_variance_groups(rewards, group_size if ESTIMATORS[advantage].needs_groups else len(rewards))
+
+
+def rows_to_train(flat: torch.Tensor, n_rows: int, group_size: int, alg: AlgorithmConfig) -> torch.Tensor:
+    """Row indices the update sees. Flat groups have zero advantages and are dropped when the
+    recipe asks, except with a KL term: its gradient does not need an advantage, and dropping
+    them would silently remove their KL pull (TRL keeps them too)."""
+    if not ESTIMATORS[alg.advantage].needs_groups or not alg.skip_zero_variance_groups or alg.kl_coef > 0:
+        return torch.arange(n_rows)
+    return (~flat).repeat_interleave(group_size).nonzero().squeeze(1)
+
+
+@dataclass
+class Forwards:
+    """Per-token log-probs the estimator and the loss need, all [N, C] on the CPU.
+
+    old_logps None means on-policy: the update's own detached log-probs are the old ones."""
+
+    old_logps: torch.Tensor | None = None
+    ref_logps: torch.Tensor | None = None
+    values: torch.Tensor | None = None
+
+
+@torch.no_grad()
+def old_policy_forward(policy, batch: RolloutBatch, *, micro_batch_size: int, temperature: float,
+                       weighting: TokenWeighting) -> torch.Tensor:
+    """[N, C] old log-probs, fixed across update epochs. When THR is on, its hidden states and
+    probabilities go to the THR collector here: THR needs no forward pass of its own."""
+    was_training = policy.training
+    policy.eval()
+    out = torch.empty(batch.completion_ids.shape, dtype=torch.float32)
+    weighting.begin(batch)
+    for rows in torch.arange(len(batch)).split(micro_batch_size):
+        fwd = forward_completions(policy, batch, rows, temperature=temperature,
+                                  want_hidden=weighting.needs_hidden, keep_logits=weighting.needs_hidden)
+        out[rows] = fwd.logps.float().cpu()
+        weighting.observe(rows, fwd)
+    policy.train(was_training)
+    return out
+
+
+@torch.no_grad()
+def reference_forward(policy, ref, batch: RolloutBatch, *, micro_batch_size: int, temperature: float) -> torch.Tensor:
+    """[N, C] reference log-probs for the KL term. ``ref`` None (LoRA): the reference is the
+    base model with the adapters switched off, so no second copy is loaded."""
+    out = torch.empty(batch.completion_ids.shape, dtype=torch.float32)
+    for rows in torch.arange(len(batch)).split(micro_batch_size):
+        if ref is not None:
+            fwd = forward_completions(ref, batch, rows, temperature=temperature)
+        else:
+            with policy.disable_adapter():
+                fwd = forward_completions(policy, batch, rows, temperature=temperature)
+        out[rows] = fwd.logps.float().cpu()
+    return out
+
+
+class FixedTokenAdvantages:
+    """Token advantages known before the update (broadcast, or THR from the old-policy pass)."""
+
+    needs_hidden = False
+
+    def __init__(self, tokens: torch.Tensor):
+        self.tokens, self.stats = tokens, {}
+
+    def __call__(self, rows: torch.Tensor, fwd: ForwardOut) -> torch.Tensor:
+        return self.tokens[rows]
+
+
+class ThrFromUpdateForward:
+    """THR computed from the update forward's own (detached) hidden states, before its loss.
+
+    Valid only fully on-policy with the whole batch in one micro-batch: then that forward *is*
+    pi_old's, and THR costs no forward pass at all."""
+
+    needs_hidden = True
+
+    def __init__(self, weighting: TokenWeighting, response: torch.Tensor, rewards: torch.Tensor,
+                 batch: RolloutBatch, step: int):
+        self.weighting, self.response, self.rewards, self.batch, self.step = weighting, response, rewards, batch, step
+        self.tokens: torch.Tensor | None = None
+        self.stats: dict[str, float] = {}
+
+    def __call__(self, rows: torch.Tensor, fwd: ForwardOut) -> torch.Tensor:
+        if self.tokens is None:
+            if len(rows) != len(self.batch):
+                raise RuntimeError("fused THR needs the whole batch in one micro-batch")
+            t0 = time.perf_counter()
+            self.weighting.begin(self.batch)
+            with torch.no_grad():
+                self.weighting.observe(rows, ForwardOut(fwd.logps.detach(), fwd.logits.detach(), fwd.hidden.detach()))
+            self.tokens, self.stats = self.weighting.apply(self.response, self.rewards, self.batch, self.step)
+            self.stats["perf/token_weighting_s"] = time.perf_counter() - t0
+        return self.tokens[rows]
+
+
+def token_advantages(weighting: TokenWeighting, adv: Advantages, rewards: torch.Tensor, batch: RolloutBatch,
+                     step: int, *, fused: bool):
+    """The update's token advantages: the weighting of response advantages when the estimator
+    gives them (THR, or a broadcast), else the estimator's own token advantages."""
+    if adv.response is None:
+        return FixedTokenAdvantages(adv.tokens)
+    if fused:
+        return ThrFromUpdateForward(weighting, adv.response, rewards, batch, step)
+    tokens, stats = weighting.apply(adv.response, rewards, batch, step)
+    src = FixedTokenAdvantages(tokens)
+    src.stats = stats
+    return src
+
+
+def update_policy(updater: Updater, policy, batch: RolloutBatch, fw: Forwards, tok_adv, alg: AlgorithmConfig, *,
+                  temperature: float, max_len: int, step: int) -> dict[str, float]:
+    """``alg.epochs`` passes x ``alg.num_minibatches`` optimizer steps; each micro-batch's loss is
+    normalised by its whole minibatch so accumulation equals one big batch."""
+    mask = batch.loss_mask.float()
+    totals: dict[str, float] = {}
+    n_updates = 0
+    policy.train()
+    for _epoch in range(alg.epochs):
+        for mb in torch.randperm(len(batch)).chunk(alg.num_minibatches):
+            num_tokens = float(mask[mb].sum())
+
+            def loss_fn(rows: torch.Tensor, mb=mb, num_tokens=num_tokens):
+                fwd = forward_completions(policy, batch, rows, temperature=temperature,
+                                          want_hidden=tok_adv.needs_hidden, keep_logits=tok_adv.needs_hidden)
+                dev = fwd.logps.device
+                adv_rows = tok_adv(rows, fwd)
+                old = fwd.logps.detach() if fw.old_logps is None else fw.old_logps[rows].to(dev)
+                return policy_loss(
+                    fwd.logps, old, adv_rows.to(dev), mask[rows].to(dev), kind=alg.policy_loss,
+                    clip_eps_low=alg.clip_eps_low, clip_eps_high=alg.clip_eps_high, loss_agg=alg.loss_agg,
+                    kl_coef=alg.kl_coef, ref_logps=fw.ref_logps[rows].to(dev) if fw.ref_logps is not None else None,
+                    kl_estimator=alg.kl_estimator, num_seqs=len(mb), num_tokens=num_tokens, max_len=max_len,
+                )
+
+            try:
+                st = updater.step(mb, loss_fn)
+            except UpdateDiverged as exc:
+                raise TrainingDiverged(f"step {step}: {exc}") from None
+            for k, v in st.items():
+                key = {"loss": "loss/policy"}.get(k, f"loss/{k}")
+                totals[key] = totals.get(key, 0.0) + v
+            n_updates += 1
+    return {**{k: v / n_updates for k, v in totals.items()}, **tok_adv.stats}
+
+
+def step_metrics(batch: RolloutBatch, rewards: RewardResult, flat: torch.Tensor, max_completion_length: int,
+                 step: int) -> dict[str, Any]:
+    m: dict[str, Any] = {
+        "reward/mean": rewards.total.mean().item(),
+        "reward/std": rewards.total.std().item() if len(rewards.total) > 1 else 0.0,
+        "reward/zero_variance_frac": flat.float().mean().item(),
+        "rollout/truncated_frac": batch.truncated.float().mean().item(),
+        "rollout/completion_len": batch.loss_mask.sum(1).float().mean().item(),
+    }
+    for name, vals in rewards.per_reward.items():
+        m[f"reward/{name}/mean"] = torch.nan_to_num(vals, nan=0.0).mean().item()
+    for name, why in rewards.failures.items():
+        m[f"reward/{name}/failed"] = 1
+        log.warning("step %d: reward %s failed: %s", step, name, why)
+    all_none = getattr(rewards, "all_none_rows", 0)
+    if all_none:
+        m["reward/all_none_rows"] = all_none
+    if m["rollout/truncated_frac"] > 0.9:
+        log.warning("step %d: %.0f%% of completions hit rollout.max_completion_length=%d; raise it or "
+                    "shorten the expected answers", step, 100 * m["rollout/truncated_frac"], max_completion_length)
+    return m
+
+
+# ----------------------------------------------------------------------------------- the step
+def rl_step(run: "Run", state: "TrainState", step: int) -> dict[str, Any]:
+    """One RL step; returns its metrics."""
+    cfg, alg = run.cfg, run.cfg.algorithm
+    G = cfg.rollout.num_generations
+    timers = Timers()
+    t_step = time.perf_counter()
+    indices = run.sampler.next(cfg.trainer.prompts_per_step)
+    raw = run.train_data.select(indices)[cfg.data.prompt_column]
+    prompt_texts = format_prompts(cfg, run.tokenizer, raw)
+    sampling = SamplingParams(temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k,
+                              max_new_tokens=cfg.rollout.max_completion_length, stop=tuple(cfg.rollout.stop))
+    trainer_state = TrainerState(global_step=step, max_steps=cfg.trainer.steps)
+
+    with timers("rollout"):
+        batch = rollout(run.engine, run.engine.encode(prompt_texts), sampling, G, step)   # N = B*G rows
+        batch.prompts = [p for p in prompt_texts for _ in range(G)]
+    with timers("reward"):
+        columns = columns_for(run.train_data, indices, cfg.data.prompt_column, G)
+        rewards = score([p for p in raw for _ in range(G)], batch.completions, columns, run.reward_fns,
+                        completion_ids=batch.policy_ids(), trainer_state=trainer_state)
+    flat = no_signal_groups(rewards.total, G, alg.advantage)                            # [B] (or [1])
+    state.degenerate_steps = state.degenerate_steps + 1 if bool(flat.all()) else 0
+    if state.degenerate_steps >= cfg.trainer.degenerate_patience:
+        raise DegenerateSignal(
+            f"for {state.degenerate_steps} consecutive steps every reward the estimator compares was equal "
+            f"(mean {rewards.total.mean().item():.3f}), so every advantage was 0 and nothing was learned. The task "
+            "is too hard or too easy for the model, or a reward returns a constant/None: check samples.jsonl, "
+            "warm-start the model, or change the reward."
+        )
+
+    keep = rows_to_train(flat, len(batch), G, alg)
+    train_batch = batch.select(keep) if len(keep) < len(batch) else batch
+    stats: dict[str, Any] = {}
+    adv_all = None
+    if len(train_batch):
+        # Fully on-policy (one optimizer step per rollout batch): pi_old == pi at the update, so the
+        # old log-probs are the update's own, detached (as TRL does), and THR can read the update
+        # forward's hidden states when the batch is one micro-batch (not with active dropout: the
+        # update forward runs in train mode, the old pass in eval mode). Either way THR adds no pass.
+        thr = run.weighting.needs_hidden
+        on_policy = alg.epochs == 1 and alg.num_minibatches == 1
+        fused = on_policy and thr and not run.has_dropout and len(train_batch) <= cfg.trainer.micro_batch_size
+        fw = Forwards()
+        mb, temp = cfg.trainer.micro_batch_size, cfg.rollout.temperature
+        with timers("old_forward"):
+            if not on_policy or (thr and not fused):
+                fw.old_logps = old_policy_forward(run.policy, train_batch, micro_batch_size=mb, temperature=temp,
+                                                  weighting=run.weighting)
+        if alg.kl_coef > 0:
+            with timers("ref_forward"):
+                fw.ref_logps = reference_forward(run.policy, run.ref, train_batch, micro_batch_size=mb,
+                                                 temperature=temp)
+        train_rewards = rewards.total[keep]
+        adv = estimate(alg.advantage, train_rewards, train_batch.loss_mask, group_size=G,
+                       values=fw.values, ref_logps=fw.ref_logps)
+        adv_all = torch.zeros(len(batch))
+        if adv.response is not None:
+            adv_all[keep] = adv.response
+        with nullcontext() if fused else timers("token_weighting"):  # fused: timed inside the update
+            tok_adv = token_advantages(run.weighting, adv, train_rewards, train_batch, step, fused=fused)
+        with timers("update"):
+            stats = update_policy(run.updater, run.policy, train_batch, fw, tok_adv, alg, temperature=temp,
+                                  max_len=cfg.rollout.max_completion_length, step=step)
+    run.updater.end_rl_step()   # a step with no update (all groups flat) still advances the schedule
+    run.engine.sync_weights(run.policy)
+
+    m = step_metrics(batch, rewards, flat, cfg.rollout.max_completion_length, step)
+    m.update(stats)
+    m["train/rows"] = len(train_batch)
+    dt = time.perf_counter() - t_step
+    m.update({f"perf/{k}_s": v for k, v in timers.seconds.items()})
+    m["perf/step_s"] = dt
+    m["perf/tokens_per_s"] = float(batch.completion_mask.sum()) / max(dt, 1e-9)
+    m["lr"] = run.updater.lr
+    if cfg.logging.samples_per_step:
+        k = cfg.logging.samples_per_step
+        run.logger.samples(step, [
+            {"prompt": batch.prompts[i], "completion": batch.completions[i], "reward": rewards.total[i].item(),
+             "advantage": adv_all[i].item() if adv_all is not None else 0.0,
+             "finish_reason": batch.finish_reason[i], **({"details": rewards.details[i]} if rewards.details[i] else {})}
+            for i in range(min(k, len(batch)))
+        ])
+    return m
