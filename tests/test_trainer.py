@@ -166,5 +166,5 @@ def test_failing_rewards_do_not_stop_the_run(tmp_path):
 def test_constant_reward_is_reported_as_degenerate(tmp_path):
     cfg = validate_recipe(recipe(tmp_path, rewards=[{"name": "reward_fixtures:none_reward"}],
                                  trainer={"degenerate_patience": 3, "steps": 10}))
-    with pytest.raises(DegenerateSignal, match="equal rewards"):
+    with pytest.raises(DegenerateSignal, match="every reward the estimator compares was equal.*None"):
         train(cfg)
