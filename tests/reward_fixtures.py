@@ -30,3 +30,35 @@ def slow_length_reward(prompts, completions, **kwargs):
     # Slows each step down so a test can kill the run between checkpoints.
     time.sleep(0.4)
     return length_reward(prompts, completions)
+
+
+def string_reward(prompts, completions, **kwargs):
+    return ["1.0"] * len(completions)
+
+
+def short_reward(prompts, completions, **kwargs):
+    return [1.0]
+
+
+def step_reward(prompts, completions, trainer_state, **kwargs):
+    # Scheduled by the trainer's step, as TRL rewards may be.
+    return [trainer_state.global_step / max(trainer_state.max_steps, 1)] * len(completions)
+
+
+def narrow_reward(completions):
+    # No **kwargs: gets only what it names.
+    return [float(len(c)) for c in completions]
+
+
+_loops: list = []
+
+
+async def loop_recording_reward(prompts, completions, **kwargs):
+    import asyncio
+
+    _loops.append(asyncio.get_running_loop())
+    return [0.0] * len(completions)
+
+
+def args_reward(prompts, completions, scale: float = 1.0, **kwargs):
+    return [scale] * len(completions)

@@ -62,3 +62,45 @@ def test_recipe_reference_is_current():
     from llmrl.config.docs import render
 
     assert (REPO / "docs" / "recipes.md").read_text() == render(), "regenerate: python -m llmrl.config.docs > docs/recipes.md"
+
+
+# ------------------------------------- references resolve and args bind before any model loads
+def _recipe(tmp_path, text):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(text)
+    return recipe
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("rewards:\n  - name: reward_fixtures:args_reward\n    args: {scael: 2}\n",
+     ["rewards[0].args.scael", "Did you mean 'scale'"]),
+    ("rewards:\n  - name: reward_fixtures:args_reward\n    args: {completions: [a]}\n",
+     ["rewards[0].args.completions", "set by the trainer"]),
+    ("rewards:\n  - name: reward_fixtures:length_reward\n  - name: reward_fixtures:length_reward\n",
+     ["rewards[1].name", "already rewards[0]"]),
+    ("rewards:\n  - name: mathh\n", ["rewards[0].name", "Did you mean 'math'"]),
+    ("data:\n  name: arithmetic\n  args: {max_valeu: 9}\n", ["data.args.max_valeu", "Did you mean 'max_value'"]),
+    ("data:\n  name: arithmetc\n", ["data.name", "arithmetic"]),
+    ("rollout:\n  engine: nosuchmodule:factory\n", ["rollout.engine", "nosuchmodule"]),
+    ("model:\n  name_or_path: tiny://arithmatic\n", ["model.name_or_path", "Did you mean 'tiny://arithmetic'"]),
+])
+def test_reference_errors_exit_2_in_seconds_naming_the_key(tmp_path, text, expected):
+    import os
+    import time
+
+    env = dict(os.environ, PYTHONPATH=str(REPO / "tests") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "llmrl.cli", "train", str(_recipe(tmp_path, text)),
+                           "--set", f"trainer.output_dir={tmp_path / 'run'}"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120, env=env)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    for piece in expected:
+        assert piece in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()  # nothing started: no model, no run folder
+    assert time.perf_counter() - t0 < 60
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    proc = _cli("train", str(_recipe(tmp_path, "rewards:\n  - name: mathh\n")), "--debug")
+    assert proc.returncode == 2 and "Traceback" in proc.stderr

@@ -28,6 +28,10 @@ def run_recipe(recipe: Path, overrides: list[str], resume: bool, *, debug: bool 
     try:
         cfg = load_recipe(recipe, overrides)
     except RecipeError as exc:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
         _fail(f"error: {exc}", 2)
     from llmrl.trainer.loop import DegenerateSignal, TrainingDiverged, train
 
@@ -41,7 +45,9 @@ def run_recipe(recipe: Path, overrides: list[str], resume: bool, *, debug: bool 
         _fail(f"interrupted: {exc}" if str(exc) else "interrupted (no checkpoint written for the current step)", 130)
     except Exception as exc:
         if debug:
-            raise
+            import traceback
+
+            traceback.print_exc()
         if isinstance(exc, (TrainingDiverged, DegenerateSignal)):
             _fail(f"error: {exc}", 1)
         if isinstance(exc, (ValueError, FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError)):
