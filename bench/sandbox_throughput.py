@@ -19,7 +19,7 @@ import sys
 import time
 import urllib.request
 
-from llmrl.paths import shared_data_dir
+from llmrl.paths import locate_data
 from llmrl.sandbox import AssertTests, HTTPExecutor, Job, Limits, Outcome, local_executor
 
 # amicable_numbers_sum(9999) needs ~2-3 s of CPU on a busy 2-core machine: give every test room
@@ -27,7 +27,7 @@ LIMITS = Limits(time_per_test_s=15.0, time_total_s=40.0)
 
 
 def load(limit: int | None) -> list[dict]:
-    rows = [json.loads(l) for l in (shared_data_dir() / "mbpp" / "mbpp.jsonl").open()]
+    rows = [json.loads(l) for l in locate_data("mbpp/mbpp.jsonl", source="local", what="MBPP").open()]
     return rows[:limit] if limit else rows
 
 

@@ -5,9 +5,12 @@ prefix, reference solutions, difficulty), which both the evaluation harness
 (:mod:`llmrl.eval.harness`) and the RL dataset builders (``mbpp_dataset`` & co., registered in
 ``llmrl.data.registry``) use, so a model is trained and evaluated on exactly the same tests.
 
-Data comes from ``llmrl.paths.shared_data_dir()`` (offline copies, read in place), or from the
-Hugging Face hub with ``source="hub"`` when online (``mbpp`` / ``codeparrot/apps`` /
-``openai_humaneval``); both go through the same row normalisers.
+Data: ``source="auto"`` (the default) reads the first local copy that
+:func:`llmrl.paths.find_local_data` finds ($LLMRL_DATA_DIR, ../shared/data next to the checkout,
+the llmrl cache; read in place), else the Hugging Face hub (``google-research-datasets/mbpp`` /
+``codeparrot/apps`` / ``openai/openai_humaneval``) through ``datasets``; ``"local"`` and
+``"hub"`` force one of the two. Both go through the same row normalisers. The offline APPS
+subsets (``file=mapcoder128`` / ``coderl5``) have no hub copy, so they are local only.
 
 Prompt formats follow each benchmark's convention:
 
@@ -35,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
-from llmrl.paths import shared_data_dir
+from llmrl.paths import BENCHMARK_FILES, DataNotFoundError, load_hub_dataset, locate_data
 from llmrl.sandbox.jobs import AssertTests, CallTests, StdioTests, Tests
 
 __all__ = [
@@ -45,6 +48,7 @@ __all__ = [
 ]
 
 Style = Literal["completion", "instruct"]
+Source = Literal["auto", "local", "hub"]
 APPS_DIFFICULTIES = ("introductory", "interview", "competition")
 INSTRUCT_SUFFIX = "\nWrite the complete Python solution in one ```python code block."
 BENCHMARKS = ("mbpp", "apps", "humaneval")
@@ -77,14 +81,13 @@ class CodeProblem:
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     opener = gzip.open if path.suffix == ".gz" else open
     if not path.exists():
-        raise FileNotFoundError(
-            f"{path} is missing. The offline benchmark files live in {shared_data_dir()} (set $LLMRL_DATA_DIR to "
-            "another folder), or pass source='hub' (CLI: --source hub) to download from the Hugging Face hub.")
+        raise DataNotFoundError(f"{path} does not exist: pass an existing JSON Lines file")
     with opener(path, "rt", encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
 
 
 # --------------------------------------------------------------------------- MBPP
+MBPP_HUB = "google-research-datasets/mbpp"
 MBPP_SPLITS = {"prompt": range(1, 11), "test": range(11, 511), "validation": range(511, 601), "train": range(601, 975)}
 
 
@@ -115,30 +118,28 @@ def mbpp_prompt(text: str, asserts: Sequence[str], style: Style = "completion") 
 
 
 def load_mbpp(split: str = "test", *, variant: Literal["full", "sanitized"] = "full", style: Style = "completion",
-              source: Literal["local", "hub"] = "local", challenge_tests: bool = False) -> list[CodeProblem]:
+              source: Source = "auto", challenge_tests: bool = False) -> list[CodeProblem]:
     """MBPP problems of one standard split (``train``/``validation``/``test``/``prompt``/``all``).
 
     Args:
         variant: ``full`` (974 problems) or ``sanitized`` (427, hand-checked prompts).
         style: ``completion`` or ``instruct`` (asks for a fenced code block).
-        source: ``local`` files under the shared data dir, or the ``mbpp`` hub dataset.
+        source: ``auto`` (first local copy, else the hub), ``local`` or ``hub``
+            (``google-research-datasets/mbpp``).
         challenge_tests: also judge with ``challenge_test_list`` (full variant; not standard).
     """
     if split not in (*MBPP_SPLITS, "all"):
         raise ValueError(f"MBPP split {split!r}: use one of {sorted(MBPP_SPLITS)} or 'all'")
     if variant not in ("full", "sanitized"):
         raise ValueError(f"MBPP variant {variant!r}: use 'full' or 'sanitized'")
-    if source == "hub":
-        import datasets
-
-        ds = datasets.load_dataset("google-research-datasets/mbpp", variant)
+    relative = BENCHMARK_FILES["mbpp"][0 if variant == "full" else 1]
+    path = locate_data(relative, source=source, what="MBPP", hub=MBPP_HUB)
+    if path is None:
+        ds = load_hub_dataset(MBPP_HUB, variant, relative=relative, what="MBPP", source=source)
         rows = [r for s in ds.values() for r in s]
     elif variant == "full":
-        rows = _read_jsonl(shared_data_dir() / "mbpp" / "mbpp.jsonl")
+        rows = _read_jsonl(path)
     else:
-        path = shared_data_dir() / "mbpp" / "sanitized-mbpp.json"
-        if not path.exists():
-            _read_jsonl(path)  # raises the helpful message
         rows = json.loads(path.read_text(encoding="utf-8"))
     out = []
     for r in sorted(rows, key=lambda r: int(r["task_id"])):
@@ -159,7 +160,8 @@ def load_mbpp(split: str = "test", *, variant: Literal["full", "sanitized"] = "f
 
 
 # --------------------------------------------------------------------------- APPS
-APPS_FILES = {"mapcoder128": "apps_train_mapcoder128.jsonl", "coderl5": "apps_train_coderl5.jsonl"}
+APPS_FILES = {"mapcoder128": "apps/apps_train_mapcoder128.jsonl", "coderl5": "apps/apps_train_coderl5.jsonl"}
+APPS_HUB = "codeparrot/apps"
 
 
 def apps_prompt(question: str, starter_code: str, call_based: bool, style: Style = "completion") -> str:
@@ -197,29 +199,36 @@ def apps_tests(input_output: str | dict) -> Tests:
 
 
 def load_apps(split: str = "train", *, file: str = "mapcoder128", difficulty: str | None = None,
-              style: Style = "completion", source: Literal["local", "hub"] = "local") -> list[CodeProblem]:
+              style: Style = "completion", source: Source = "auto") -> list[CodeProblem]:
     """APPS problems (stdin and call-based), with difficulty.
 
     Args:
         split: ``train`` or ``test``. The offline files hold only APPS *train* problems (see
-            the data README); ``test`` needs ``source="hub"``.
+            the data README); ``test`` comes from the hub (``auto`` or ``hub``).
         file: offline file, ``mapcoder128`` (128 problems with tests, no solutions) or
             ``coderl5`` (5 problems with reference solutions), or a path to a JSON Lines file
             in the same format or in the hub's format.
         difficulty: keep only ``introductory``, ``interview`` or ``competition``.
-        source: ``local`` or ``hub`` (``codeparrot/apps``).
+        source: ``auto`` (default), ``local`` or ``hub`` (``codeparrot/apps``, the whole
+            split; ``file`` is then ignored). ``auto`` reads ``file`` locally for ``train`` (a
+            named subset has no hub copy, so a missing one is an error, not a silent switch to
+            the 5,000-problem hub split) and the hub for ``test``.
     """
     if difficulty is not None and difficulty not in APPS_DIFFICULTIES:
         raise ValueError(f"APPS difficulty {difficulty!r}: use one of {APPS_DIFFICULTIES}")
-    if source == "hub":
-        import datasets
-
-        rows = list(datasets.load_dataset("codeparrot/apps", split=split, difficulties=["all"], trust_remote_code=True))
+    if source not in ("auto", "local", "hub"):
+        raise ValueError(f"APPS: source={source!r}; use 'auto', 'local' or 'hub'")
+    if source == "hub" or (source == "auto" and split != "train"):
+        rows = list(load_hub_dataset(APPS_HUB, split=split, difficulties=["all"], trust_remote_code=True,
+                                     relative=f"apps ({split} split)", what="APPS", source="hub"))
     else:
         if split != "train":
             raise ValueError(f"APPS split {split!r}: the offline files hold only APPS train problems; use "
-                             "split='train', or source='hub' (online) for the test split")
-        path = Path(file) if file not in APPS_FILES else shared_data_dir() / "apps" / APPS_FILES[file]
+                             "split='train', or source='auto'/'hub' (online) for the test split")
+        if file in APPS_FILES:
+            path = locate_data(APPS_FILES[file], source="local", what=f"APPS ({file})")
+        else:
+            path = Path(file).expanduser()
         rows = _read_jsonl(path)
     out = []
     for r in rows:
@@ -241,6 +250,9 @@ def load_apps(split: str = "train", *, file: str = "mapcoder128", difficulty: st
 
 
 # --------------------------------------------------------------------------- HumanEval
+HUMANEVAL_HUB = "openai/openai_humaneval"
+
+
 class _Rename(ast.NodeTransformer):
     def __init__(self, old: str, new: str):
         self.old, self.new = old, new
@@ -272,16 +284,17 @@ def humaneval_tests(test: str, entry_point: str) -> AssertTests:
 
 
 def load_humaneval(split: str = "test", *, style: Style = "completion",
-                   source: Literal["local", "hub"] = "local") -> list[CodeProblem]:
-    """The 164 HumanEval problems (there is only a ``test`` split)."""
+                   source: Source = "auto") -> list[CodeProblem]:
+    """The 164 HumanEval problems (there is only a ``test`` split); ``source`` as for MBPP
+    (hub: ``openai/openai_humaneval``)."""
     if split not in ("test", "all"):
         raise ValueError(f"HumanEval split {split!r}: HumanEval has only the 'test' split")
-    if source == "hub":
-        import datasets
-
-        rows = list(datasets.load_dataset("openai/openai_humaneval", split="test"))
+    relative = BENCHMARK_FILES["humaneval"][0]
+    path = locate_data(relative, source=source, what="HumanEval", hub=HUMANEVAL_HUB)
+    if path is None:
+        rows = list(load_hub_dataset(HUMANEVAL_HUB, split="test", relative=relative, what="HumanEval", source=source))
     else:
-        rows = _read_jsonl(shared_data_dir() / "humaneval" / "HumanEval.jsonl.gz")
+        rows = _read_jsonl(path)
     out = []
     for r in rows:
         prompt = r["prompt"]
@@ -347,27 +360,27 @@ def _dataset_split(split: str, mapping: dict[str, str]) -> str:
 
 
 def mbpp_dataset(*, split: str, n: int | None, seed: int, variant: str = "full", style: Style = "completion",
-                 source: str = "local"):
+                 source: str = "auto"):
     """Registry builder (``data.name: mbpp``). The trainer's ``test`` split is MBPP's test
     split; ``train`` is MBPP's train split (601-974)."""
     return problems_to_dataset(load_mbpp(split, variant=variant, style=style, source=source), n=n, seed=seed)  # type: ignore[arg-type]
 
 
 def apps_dataset(*, split: str, n: int | None, seed: int, file: str = "mapcoder128", difficulty: str | None = None,
-                 style: Style = "completion", source: str = "local", test_file: str | None = "coderl5"):
+                 style: Style = "completion", source: str = "auto", test_file: str | None = "coderl5"):
     """Registry builder (``data.name: apps``). Offline only APPS train problems exist, so the
     trainer's ``test`` split reads ``test_file`` (default the 5 CodeRL problems) unless
-    ``source: hub``."""
-    if source == "local" and split != "train":
+    ``source: hub`` (or ``auto`` with ``test_file: null``: APPS's test split from the hub)."""
+    if split != "train" and (source == "local" or (source == "auto" and test_file is not None)):
         if test_file is None:
             raise ValueError("data.args.test_file: the offline APPS files hold only train problems; name a "
                              "file for held-out evaluation or use source: hub")
-        return problems_to_dataset(load_apps("train", file=test_file, difficulty=difficulty, style=style),
-                                   n=n, seed=seed)
+        return problems_to_dataset(load_apps("train", file=test_file, difficulty=difficulty, style=style,
+                                             source="local"), n=n, seed=seed)
     return problems_to_dataset(load_apps(split, file=file, difficulty=difficulty, style=style, source=source),  # type: ignore[arg-type]
                                n=n, seed=seed)
 
 
-def humaneval_dataset(*, split: str, n: int | None, seed: int, style: Style = "completion", source: str = "local"):
+def humaneval_dataset(*, split: str, n: int | None, seed: int, style: Style = "completion", source: str = "auto"):
     """Registry builder (``data.name: humaneval``): evaluation only (every split is HumanEval's test)."""
     return problems_to_dataset(load_humaneval("test", style=style, source=source), n=n, seed=seed)  # type: ignore[arg-type]

@@ -353,7 +353,8 @@ _BS = typer.Option(32, "--batch-size", min=1, help="Problems per generate call /
 _SEED = typer.Option(0, "--seed")
 _PROGRESS = typer.Option(True, "--progress/--no-progress")
 _JSON = typer.Option(False, "--json", help="Also print the summary as JSON.")
-_SOURCE = typer.Option("local", "--source", help="local (shared data files) or hub (online).")
+_SOURCE = typer.Option("auto", "--source", help="auto (a local copy: $LLMRL_DATA_DIR, ../shared/data, the llmrl "
+                                                "cache; else the hub), local, or hub (online).")
 _OVERWRITE = typer.Option(False, "--overwrite", help="Discard results in --out that were made for a different "
                                                      "samples file / model / settings.")
 

@@ -7,8 +7,9 @@ import importlib
 
 import pytest
 
-MODULES = ["llmrl.eval.passk", "llmrl.eval.stats", "llmrl.eval.benchmarks", "llmrl.rewards.code",
-           "llmrl.data.code_tiny"]
+MODULES = ["llmrl.eval.passk", "llmrl.eval.stats",
+           pytest.param("llmrl.eval.benchmarks", marks=pytest.mark.requires_data("mbpp")),  # load_mbpp("test")
+           "llmrl.rewards.code", "llmrl.data.code_tiny"]
 
 
 @pytest.mark.parametrize("name", MODULES)

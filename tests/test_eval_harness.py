@@ -30,6 +30,7 @@ def test_summarize_hand_computed():
     assert s["by_difficulty"]["introductory"]["pass@k"]["1"] == pytest.approx(0.5)
 
 
+@pytest.mark.requires_data("mbpp")
 def test_cli_scores_a_samples_file_and_resumes(tmp_path):
     # MBPP task 11 (remove_Occ): one right and one wrong sample; task 12: one exception.
     right = ("def remove_Occ(s,ch):\n    i = s.find(ch)\n    if i >= 0: s = s[:i] + s[i+1:]\n"
@@ -63,6 +64,11 @@ def test_cli_errors_name_the_fix(tmp_path):
     runner = CliRunner()
     res = runner.invoke(app, ["mbpp", "--no-progress"])
     assert res.exit_code == 2 and "exactly one of --model" in res.output
+
+
+@pytest.mark.requires_data("humaneval")
+def test_cli_unknown_task_id_exits_2(tmp_path):
+    runner = CliRunner()
     bad = tmp_path / "s.jsonl"
     bad.write_text('{"task_id": "nope/1", "completion": ""}\n')
     res = runner.invoke(app, ["humaneval", "--samples", str(bad), "--no-progress"])

@@ -30,6 +30,7 @@ def _write_samples(path: Path, *, correct: bool) -> Path:
     return path
 
 
+@pytest.mark.requires_data("humaneval")
 def test_same_file_name_in_two_folders_is_not_resumed(tmp_path):
     a = _write_samples(tmp_path / "a" / "samples.jsonl", correct=True)
     b = _write_samples(tmp_path / "b" / "samples.jsonl", correct=False)
@@ -46,6 +47,7 @@ def test_same_file_name_in_two_folders_is_not_resumed(tmp_path):
     assert again.returncode == 0 and "resuming: 2 problems already scored" in again.stdout
 
 
+@pytest.mark.requires_data("humaneval")
 def test_explicit_out_with_other_samples_is_refused_until_overwrite(tmp_path):
     a = _write_samples(tmp_path / "a" / "samples.jsonl", correct=True)
     b = _write_samples(tmp_path / "b" / "samples.jsonl", correct=False)
@@ -77,6 +79,7 @@ def _tiny_final(folder: Path, seed: int) -> Path:
                             max_position_embeddings=512)
 
 
+@pytest.mark.requires_data("mbpp")
 def test_two_models_both_saved_as_final_are_not_mixed_up(tmp_path):
     x = _tiny_final(tmp_path / "runs" / "X", seed=1)
     y = _tiny_final(tmp_path / "runs" / "Y", seed=2)
@@ -97,6 +100,7 @@ def test_two_models_both_saved_as_final_are_not_mixed_up(tmp_path):
     assert comps[str(x.resolve())] != comps[str(y.resolve())]  # Y's own samples, not X's results
 
 
+@pytest.mark.requires_data("mbpp")
 def test_missing_model_path_exits_2(tmp_path):
     proc = _cli("mbpp", "--model", "runs/nope/final", "--limit", "1", cwd=tmp_path)
     assert proc.returncode == 2 and "no such folder" in proc.stderr and "Traceback" not in proc.stderr

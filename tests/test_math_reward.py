@@ -77,6 +77,7 @@ def test_format_rewards():
     assert boxed_format_reward(["q"] * 2, [r"so \boxed{4}", "4"]) == [1.0, 0.0]
 
 
+@pytest.mark.requires_data("gsm8k")
 def test_gsm8k_offline_counts_and_fields():
     train, test = gsm8k_dataset("train"), gsm8k_dataset("test")
     assert (len(train), len(test)) == (7473, 1319)  # counts from the data README
