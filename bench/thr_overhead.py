@@ -45,7 +45,7 @@ def make_run(raw: dict, out: Path, seed: int, thr: bool, p: float, extra: list[s
         "logging.progress=false", "logging.plot=false", "logging.tensorboard=false", "logging.samples_per_step=0",
         *tw, *extra,
     ]))
-    return setup(cfg)
+    return setup(cfg)  # (run, state)
 
 
 def alternate(runs: dict, rounds: int, steps_per_turn: int, warmup: int) -> dict[str, list[dict]]:
@@ -60,7 +60,7 @@ def alternate(runs: dict, rounds: int, steps_per_turn: int, warmup: int) -> dict
         for n in order:
             for _ in range(steps_per_turn):
                 step[n] += 1
-                m = rl_step(runs[n], step[n])
+                m = rl_step(*runs[n], step[n])
                 if step[n] > warmup:
                     kept[n].append(m)
     return kept
@@ -71,7 +71,7 @@ def med(rows: list[dict], key: str) -> float:
     return statistics.median(vals) if vals else float("nan")
 
 
-def profile(run, reps: int) -> dict[str, float]:
+def profile(run, state, reps: int) -> dict[str, float]:
     """Median seconds of each THR piece on one fixed rollout batch of ``run`` (THR on)."""
     import torch
 
@@ -84,7 +84,7 @@ def profile(run, reps: int) -> dict[str, float]:
 
     cfg, G = run.cfg, run.cfg.rollout.num_generations
     tw = cfg.algorithm.token_weighting
-    idx = run.sampler.next(cfg.trainer.prompts_per_step)
+    idx = state.sampler.next(cfg.trainer.prompts_per_step)
     raw = run.train_data.select(idx)[cfg.data.prompt_column]
     sampling = SamplingParams(temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k,
                               max_new_tokens=cfg.rollout.max_completion_length)
@@ -192,8 +192,8 @@ def main(argv: list[str] | None = None) -> dict:
     turns_on = [statistics.median(r["perf/step_s"] for r in on[i:i + spt]) for i in range(0, len(on), spt)]
     turns_off = [statistics.median(r["perf/step_s"] for r in off[i:i + spt]) for i in range(0, len(off), spt)]
     paired = [a / b for a, b in zip(turns_on, turns_off) if b > 0]
-    prof = profile(runs["thr_on"], args.profile_reps)
-    for r in runs.values():
+    prof = profile(*runs["thr_on"], args.profile_reps)
+    for r, _ in runs.values():
         r.logger.close()
     if not args.out:
         shutil.rmtree(root, ignore_errors=True)
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> dict:
             "seed": args.seed, "p": args.p, "rounds": args.rounds, "steps_per_turn": spt, "warmup_steps": args.warmup,
             "steps_counted_per_run": len(on), "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
             "loadavg_1m_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
-            "device": str(runs["thr_on"].device),
+            "device": str(runs["thr_on"][0].device),
             "prompts_per_step": base.trainer.prompts_per_step, "num_generations": base.rollout.num_generations,
             "micro_batch_size": base.trainer.micro_batch_size,
         },

@@ -100,17 +100,17 @@ def train_one(raw: dict, seed: int, p: float | None, steps: int, eval_every: int
     from llmrl.trainer.loop import evaluate, rl_step, setup
 
     shutil.rmtree(out, ignore_errors=True)
-    run = setup(load_cfg(raw, seed, p, steps, out, extra))
+    run, state = setup(load_cfg(raw, seed, p, steps, out, extra))
     limit_heldout(run, heldout)
     t0 = time.perf_counter()
     evals: list[tuple[int, float]] = []
     rows: list[dict] = []
     eval_s = 0.0
     for step in range(1, steps + 1):
-        m = rl_step(run, step)
+        m = rl_step(run, state, step)
         if step % eval_every == 0 or step == steps:
             te = time.perf_counter()
-            m.update(evaluate(run))  # greedy: consumes no RNG, so it cannot change the training run
+            m.update(evaluate(run, step))  # greedy: consumes no RNG, so it cannot change the training run
             eval_s += time.perf_counter() - te
             evals.append((step, m["eval/accuracy"]))
         run.logger.metrics(step, m)
@@ -139,7 +139,7 @@ def before_eval(raw: dict, seed: int, steps: int, k: int, out: Path, extra: list
     from llmrl.trainer.loop import evaluate, setup
 
     shutil.rmtree(out, ignore_errors=True)
-    run = setup(load_cfg(raw, seed, 0.0, steps, out, extra))
+    run, _ = setup(load_cfg(raw, seed, 0.0, steps, out, extra))
     limit_heldout(run, heldout)
     res = {"greedy": evaluate(run)["eval/accuracy"], **pass_at_k_eval(run, k, seed=10_000 + seed)}
     run.logger.close()

@@ -123,10 +123,10 @@ def run_ours(args, s: dict, out_dir: Path) -> dict:
     cpu_s: list[float] = []
     rl_step = loop.rl_step
 
-    def timed_step(run, step):  # CPU seconds of the process per step (all threads), next to perf/step_s
+    def timed_step(run, state, step):  # CPU seconds of the process per step (all threads), next to perf/step_s
         c0 = time.process_time()
         try:
-            return rl_step(run, step)
+            return rl_step(run, state, step)
         finally:
             cpu_s.append(time.process_time() - c0)
 
@@ -270,6 +270,7 @@ def profile(args) -> None:
     from llmrl.rewards.runner import score
     from llmrl.rollout.types import SamplingParams
     from llmrl.trainer.forward import forward_completions
+    from llmrl.trainer.step import old_policy_forward
 
     s = shared(args)
     if s["torch_threads"]:
@@ -280,7 +281,7 @@ def profile(args) -> None:
         cfg = load_recipe(args.recipe, [f"model.name_or_path={args.model}", "model.warm_start=null",
                                    f"trainer.output_dir={work / 'ours'}", "trainer.device=cpu", "data.eval_size=0",
                                    "logging.progress=false", "logging.tensorboard=false"])
-        run = loop.setup(cfg)
+        run, state = loop.setup(cfg)
         tok = AutoTokenizer.from_pretrained(args.model)
         trl_cfg = GRPOConfig(output_dir=str(work / "trl"), report_to="none", use_cpu=True, bf16=False,
                              per_device_train_batch_size=P * G, num_generations=G, max_completion_length=C,
@@ -291,7 +292,7 @@ def profile(args) -> None:
         trainer.model.train()
         trainer.current_gradient_accumulation_steps = 1
 
-        idx = run.sampler.next(P)
+        idx = state.sampler.next(P)
         raw = list(run.train_data.select(idx)["prompt"])
         prompts = [p for p in raw for _ in range(G)]
         sampling = SamplingParams(temperature=s["temperature"], top_p=1.0, top_k=0, max_new_tokens=C)
@@ -316,14 +317,15 @@ def profile(args) -> None:
 
         def ours_optimizer():
             torch.nn.utils.clip_grad_norm_(run.policy.parameters(), 1.0)
-            run.optimizer.step()
+            run.updater.policy.optimizer.step()
 
         phases = {
             "ours/generate (engine: tokenize, generate, decode)": lambda: run.engine.generate(raw, sampling, n=G),
             "trl/generate (_generate_single_turn)": lambda: trainer._generate_single_turn(prompt_ids, None, {}, G),
             "ours/reward (score: thread + timeout)": lambda: score(prompts, batch.completions, columns, run.reward_fns),
             "trl/reward (math_reward, main thread)": lambda: math_reward(prompts, batch.completions, **columns),
-            "ours/old_policy_forward (no grad)": lambda: loop.old_policy_forward(run, batch),
+            "ours/old_policy_forward (no grad)": lambda: old_policy_forward(run.policy, batch, micro_batch_size=len(batch),
+                                                                            temperature=s["temperature"], weighting=run.weighting),
             "ours/forward+loss+backward": ours_forward_backward,
             "trl/forward+loss+backward (_compute_loss, fused lm head)": trl_forward_backward,
             "ours/clip_grad_norm+AdamW.step": ours_optimizer,

@@ -83,7 +83,6 @@ class Run:
     reward_fns: list[RewardFn]
     train_data: Any
     eval_data: Any
-    sampler: PromptSampler
     weighting: TokenWeighting
     logger: RunLogger
     has_dropout: bool = False           # any active dropout layer in the policy (fixed after setup)
@@ -93,6 +92,7 @@ class Run:
 class TrainState:
     """What training changes and a checkpoint restores."""
 
+    sampler: PromptSampler                                   # which prompts come next
     step: int = 0
     degenerate_steps: int = 0
     history: dict[str, Any] = field(default_factory=dict)
@@ -103,8 +103,8 @@ class TrainState:
                 "resumed_from": list(self.resumed_from)}
 
     @classmethod
-    def from_dict(cls, step: int, d: dict[str, Any]) -> "TrainState":
-        return cls(step=step, degenerate_steps=d["degenerate_steps"], history=json.loads(d["history"]),
+    def from_dict(cls, sampler: PromptSampler, step: int, d: dict[str, Any]) -> "TrainState":
+        return cls(sampler=sampler, step=step, degenerate_steps=d["degenerate_steps"], history=json.loads(d["history"]),
                    resumed_from=list(d["resumed_from"]))
 
 
@@ -220,6 +220,9 @@ def setup(cfg: RecipeConfig, *, resume: bool = False) -> tuple[Run, TrainState]:
         if conflicts:
             raise ValueError("--resume: these settings differ from the checkpoint's and cannot change mid-run "
                              "(start a new run in another output_dir instead):\n  - " + "\n  - ".join(conflicts))
+        if found[2]["step"] > cfg.trainer.steps:
+            raise ValueError(f"--resume: the newest checkpoint in {output_dir} is at step {found[2]['step']}, beyond "
+                             f"trainer.steps={cfg.trainer.steps}; set trainer.steps >= {found[2]['step']}")
         if found[2]["step"] >= cfg.trainer.steps and (output_dir / "final").exists():
             raise ValueError(f"--resume: the run in {output_dir} already finished at step {found[2]['step']}; "
                              "raise trainer.steps to train further")
@@ -260,18 +263,17 @@ def setup(cfg: RecipeConfig, *, resume: bool = False) -> tuple[Run, TrainState]:
 
     run = Run(cfg=cfg, output_dir=output_dir, device=device, policy=policy, ref=ref, tokenizer=tokenizer,
               updater=updater, engine=engine, reward_fns=reward_fns, train_data=train_data, eval_data=eval_data,
-              sampler=sampler,
               weighting=TokenWeighting(cfg.algorithm.token_weighting, total_steps=tr.steps, tokenizer=tokenizer,
                                         inspect_path=output_dir / "thr_samples.jsonl"),
               logger=None,  # type: ignore[arg-type]
               has_dropout=any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in policy.modules()))
-    state = TrainState()
+    state = TrainState(sampler=sampler)
     if found is not None:
         path, weights, saved = found
         ckpt.load_trainable(policy, weights)
         updater.load_state_dict(saved["updater"])
         sampler.epoch, sampler.position = saved["sampler"]["epoch"], saved["sampler"]["position"]
-        state = TrainState.from_dict(saved["step"], saved["train_state"])
+        state = TrainState.from_dict(sampler, saved["step"], saved["train_state"])
         state.resumed_from.append(saved["step"])
         ckpt.set_rng_state(saved["rng"])
         engine.sync_weights(policy)  # an engine with its own copy of the weights must sample from the restored ones
@@ -283,7 +285,7 @@ def setup(cfg: RecipeConfig, *, resume: bool = False) -> tuple[Run, TrainState]:
 
 
 def save(run: Run, state: TrainState, step: int) -> Path:
-    payload = {"updater": run.updater.state_dict(), "sampler": run.sampler.state(), "train_state": state.to_dict(),
+    payload = {"updater": run.updater.state_dict(), "sampler": state.sampler.state(), "train_state": state.to_dict(),
                "recipe": json.dumps(run.cfg.model_dump(mode="json"))}
     return ckpt.save_checkpoint(run.output_dir, step, run.policy, payload, keep=run.cfg.trainer.keep_checkpoints)
 

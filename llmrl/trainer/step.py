@@ -243,7 +243,7 @@ def rl_step(run: "Run", state: "TrainState", step: int) -> dict[str, Any]:
     G = cfg.rollout.num_generations
     timers = Timers()
     t_step = time.perf_counter()
-    indices = run.sampler.next(cfg.trainer.prompts_per_step)
+    indices = state.sampler.next(cfg.trainer.prompts_per_step)
     raw = run.train_data.select(indices)[cfg.data.prompt_column]
     prompt_texts = format_prompts(cfg, run.tokenizer, raw)
     sampling = SamplingParams(temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k,
