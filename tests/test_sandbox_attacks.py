@@ -17,6 +17,8 @@ import pytest
 
 from llmrl.sandbox import AssertTests, Job, Limits, Outcome, StdioTests, local_executor
 
+CHECKOUT_PARENT = Path(__file__).resolve().parent.parent.parent  # the folder holding this checkout
+
 FAST = Limits(time_per_test_s=1.0, time_total_s=3.0, memory_mb=256, max_processes=16,
               max_output_bytes=64 * 1024, max_file_bytes=1 << 20)
 TESTS = AssertTests(["assert f(1) == 2", "assert f(5) == 6"])
@@ -197,7 +199,7 @@ def test_secrets_not_readable(ex, monkeypatch):
         with local_executor(workers=1) as fresh:  # started while the secret env var is set
             prog = ("import os, glob\nprint(dict(os.environ))\n"
                     f"for p in [{str(secret_file)!r}, '/root/.bash_history', '/etc/shadow'] + "
-                    "glob.glob('/home/*/*') + glob.glob('/work/*'):\n"
+                    f"glob.glob('/home/*/*') + glob.glob({str(CHECKOUT_PARENT / '*')!r}):\n"
                     "    try:\n        print(open(p).read())\n    except Exception as e:\n"
                     "        print('denied', p, type(e).__name__)\n")
             [r] = fresh.run([Job(prog, StdioTests([""], ["x"]), FAST)])

@@ -1,4 +1,4 @@
-"""Token Hidden Reward (spec /work/shared/specs/thr.md): scores, reweighting, collector, model facts.
+"""Token Hidden Reward (docs/thr.md): scores, reweighting, collector, model facts.
 
 Reference values come from (a) literal double sums of the spec's definition, (b) autograd on a
 tiny Llama's lm_head weight, (c) small cases derived by hand in comments.

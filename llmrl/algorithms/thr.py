@@ -1,7 +1,7 @@
 """Token Hidden Reward (THR): per-token credit from the lm_head geometry, and the token weights built on it.
 
-Spec: ``/work/shared/specs/thr.md`` (paper: "Token Hidden Reward", arXiv 2510.03669; definition from
-its predecessor NTHR, arXiv 2505.18830). For one prompt group of G responses, with
+Spec: docs/thr.md, whose sections the comments below cite (paper: "Token Hidden Reward",
+arXiv 2510.03669; definition from its predecessor NTHR, arXiv 2505.18830). For one prompt group of G responses, with
 ``g_{j,k} = onehot(y_{j,k}) - pi_{j,k}`` restricted to the group's sampled vocabulary V* and
 ``h_{j,k}`` the final (post-norm) hidden state that predicts ``y_{j,k}``:
 

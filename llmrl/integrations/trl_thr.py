@@ -1,6 +1,6 @@
 """THR token weighting for users who stay on TRL: a ``trl.GRPOTrainer`` subclass.
 
-Same math as llmrl's own trainer (:mod:`llmrl.algorithms.thr`, spec ``/work/shared/specs/thr.md``):
+Same math as llmrl's own trainer (:mod:`llmrl.algorithms.thr`, docs/thr.md):
 after TRL generates, scores and computes its per-sequence advantages, this trainer replaces them with
 THR-reweighted per-token advantages ``[B, T]`` (TRL's loss accepts ``(B, T)`` advantages as is).
 
