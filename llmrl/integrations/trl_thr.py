@@ -9,7 +9,7 @@ hidden states THR needs, so this adapter runs ONE extra no-grad forward per gene
 model's plain forward with ``output_hidden_states``). llmrl's trainer takes both from the
 old-policy forward it already runs.
 
-Supported: exactly ``trl==1.16.0`` (this overrides the private
+Supported: exactly ``trl==1.16.0``, the ``llmrl[trl]`` extra (this overrides the private
 ``GRPOTrainer._generate_and_score_completions`` / ``_calculate_rewards``), text-only models,
 token-level importance sampling with loss types grpo / bnpo / dr_grpo / dapo / cispo / sapo.
 
@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import trl
 
 from llmrl.algorithms.thr import (
     ThrCollector,
@@ -39,17 +38,33 @@ from llmrl.algorithms.thr import (
     thr_token_advantages,
 )
 
-SUPPORTED_TRL_VERSION = "1.16.0"
-if trl.__version__ != SUPPORTED_TRL_VERSION:
-    raise ImportError(
-        f"llmrl.integrations.trl_thr supports trl=={SUPPORTED_TRL_VERSION} only, found trl=={trl.__version__}: it "
-        f"overrides private GRPOTrainer methods whose contract changes between TRL releases. Install "
-        f"`pip install trl=={SUPPORTED_TRL_VERSION}`, or use llmrl's own trainer (the recipe's thr section)."
-    )
+#: The TRL releases this adapter is tested with; pyproject's ``trl`` extra pins the same
+#: (tests/test_dependencies.py checks they agree).
+SUPPORTED_TRL_VERSIONS = ("1.16.0",)
+SUPPORTED_TRL_VERSION = SUPPORTED_TRL_VERSIONS[-1]
+SUPPORTED_TRL = " or ".join(f"trl=={v}" for v in SUPPORTED_TRL_VERSIONS)
+
+
+def check_trl_version(version: str) -> None:
+    """Raise ImportError naming the supported range unless ``version`` is a tested TRL release."""
+    if version not in SUPPORTED_TRL_VERSIONS:
+        raise ImportError(
+            f"llmrl.integrations.trl_thr supports {SUPPORTED_TRL} only, found trl=={version}: it overrides "
+            "private GRPOTrainer methods whose contract changes between TRL releases. Install "
+            f"`pip install 'llmrl[trl]'` ({SUPPORTED_TRL}), or use llmrl's own trainer "
+            "(algorithm.token_weighting in the recipe, docs/thr.md).")
+
+
+try:
+    import trl
+except ImportError as exc:
+    raise ImportError(f"llmrl.integrations.trl_thr needs TRL: `pip install 'llmrl[trl]'` ({SUPPORTED_TRL}).") from exc
+check_trl_version(trl.__version__)
 
 from trl import GRPOTrainer  # noqa: E402  (after the version check, on purpose)
 
-__all__ = ["SUPPORTED_TRL_VERSION", "ThrGRPOTrainer", "ThrOptions"]
+__all__ = ["SUPPORTED_TRL", "SUPPORTED_TRL_VERSION", "SUPPORTED_TRL_VERSIONS", "ThrGRPOTrainer", "ThrOptions",
+           "check_trl_version"]
 
 _TOKEN_LEVEL_LOSSES = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo")
 
