@@ -37,8 +37,9 @@ class Unserialisable(ValueError):
 Unserialisable.__module__ = "_serial"
 
 
-def to_plain(x: Any, depth: int = 0, budget: list[int] | None = None) -> Any:
-    """Convert ``x`` into the tagged JSON-able structure, checking exact types."""
+def to_plain(x: Any, depth: int = 0, budget: list[int] | None = None, ext: Any = None) -> Any:
+    """Convert ``x`` into the tagged JSON-able structure, checking exact types. ``ext`` (the
+    judge's proxies only) may encode one more kind of object; it raises for anything else."""
     if budget is None:
         budget = [MAX_ITEMS]
     budget[0] -= 1
@@ -57,19 +58,21 @@ def to_plain(x: Any, depth: int = 0, budget: list[int] | None = None) -> Any:
         tag = "l" if t is list else "t" if t is tuple else "s" if t is set else "F"
         out = [tag]
         for item in (x if tag in "lt" else _stable(x)):
-            out.append(to_plain(item, depth + 1, budget))
+            out.append(to_plain(item, depth + 1, budget, ext))
         return out
     if t is dict or t in _DICT_LIKE:
         # Counter / OrderedDict / defaultdict compare equal to plain dicts; read the storage
         # through dict's own C-level items() so a patched method in the program cannot lie.
         out = ["d"]
         for k, v in dict.items(x):
-            out.append([to_plain(k, depth + 1, budget), to_plain(v, depth + 1, budget)])
+            out.append([to_plain(k, depth + 1, budget, ext), to_plain(v, depth + 1, budget, ext)])
         return out
     if t is complex:
         return ["c", to_plain(x.real), to_plain(x.imag)]
     if t is bytes:
         return ["b", x.hex()]
+    if ext is not None:
+        return ext(x)
     raise Unserialisable(
         f"type {t.__name__} is not allowed (only exact built-in types cross the sandbox)")
 
@@ -87,8 +90,9 @@ def _stable(s: Any) -> list[Any]:
     return list(s)
 
 
-def from_plain(p: Any, depth: int = 0) -> Any:
-    """Inverse of :func:`to_plain`; rejects anything malformed with :class:`Unserialisable`."""
+def from_plain(p: Any, depth: int = 0, ext: Any = None) -> Any:
+    """Inverse of :func:`to_plain`; rejects anything malformed with :class:`Unserialisable`.
+    ``ext`` decodes the ``["r", ref]`` tag (used only inside the sandbox, for proxies)."""
     if depth > MAX_DEPTH + 2:
         raise Unserialisable("value nested too deeply")
     t = type(p)
@@ -98,11 +102,11 @@ def from_plain(p: Any, depth: int = 0) -> Any:
         raise Unserialisable(f"malformed encoded value of type {t.__name__}")
     tag = p[0]
     if tag == "l":
-        return [from_plain(v, depth + 1) for v in p[1:]]
+        return [from_plain(v, depth + 1, ext) for v in p[1:]]
     if tag == "t":
-        return tuple(from_plain(v, depth + 1) for v in p[1:])
+        return tuple(from_plain(v, depth + 1, ext) for v in p[1:])
     if tag in ("s", "F"):
-        items = [from_plain(v, depth + 1) for v in p[1:]]
+        items = [from_plain(v, depth + 1, ext) for v in p[1:]]
         try:
             return set(items) if tag == "s" else frozenset(items)
         except TypeError as e:
@@ -112,9 +116,9 @@ def from_plain(p: Any, depth: int = 0) -> Any:
         for kv in p[1:]:
             if type(kv) is not list or len(kv) != 2:
                 raise Unserialisable("malformed dict item")
-            k = from_plain(kv[0], depth + 1)
+            k = from_plain(kv[0], depth + 1, ext)
             try:
-                out[k] = from_plain(kv[1], depth + 1)
+                out[k] = from_plain(kv[1], depth + 1, ext)
             except TypeError as e:
                 raise Unserialisable(f"unhashable dict key: {e}") from None
         return out
@@ -128,7 +132,7 @@ def from_plain(p: Any, depth: int = 0) -> Any:
             return float(v)
         raise Unserialisable("malformed float")
     if tag == "c" and len(p) == 3:
-        re_, im = from_plain(p[1], depth + 1), from_plain(p[2], depth + 1)
+        re_, im = from_plain(p[1], depth + 1, ext), from_plain(p[2], depth + 1, ext)
         if type(re_) is not float or type(im) is not float:
             raise Unserialisable("malformed complex")
         return complex(re_, im)
@@ -137,6 +141,8 @@ def from_plain(p: Any, depth: int = 0) -> Any:
             return bytes.fromhex(p[1])
         except ValueError:
             raise Unserialisable("malformed bytes") from None
+    if tag == "r" and ext is not None and len(p) == 2:
+        return ext(p[1])
     raise Unserialisable(f"unknown tag {tag!r}")
 
 

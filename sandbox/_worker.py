@@ -1,14 +1,20 @@
-"""The fork server that runs inside one sandbox slot (started by ``llmrl.sandbox.local``).
+"""The two trusted processes of one sandbox slot (started by ``llmrl.sandbox.local``).
 
-It imports the interpreter's common modules once, then for every request forks a *fresh* child
-that drops privileges, applies the per-process layers (rlimits, Landlock, seccomp), runs the
-untrusted program and its test steps, and writes nonce-tagged records on fd 3. This process
-never runs untrusted code itself. After each child it kills every other process of the sandbox
-(daemons included), wipes the work dir, and relays stdout/stderr/records *unparsed* to the
-trusted parent, which alone decides verdicts.
+* The **fork server** (this process) imports the interpreter's common modules once, then for
+  every request forks a *fresh* child that drops privileges, applies the per-process layers
+  (rlimits, Landlock, seccomp) and runs the untrusted program. It only ever holds programs and
+  inputs, never tests or expected values: every child is a copy of its memory. After each
+  child it kills every other process of the job (daemons included), wipes the work dir, and
+  relays the captured stdout/stderr and the exit status to the trusted parent.
+* The **judge server**, forked at start before anything of a job existed, receives the tests
+  straight from the parent on its own pipes and forks a fresh *judge* per job (``_judge.py``).
+  The judge runs the test code and talks to the program's child only through two pipes (calls
+  out, strictly serialised values back); its verdict lines reach the parent through the judge
+  server, on pipes the child never holds. Neither process ever runs untrusted code.
 
 Standard library only: started as ``python -I -S _worker.py`` (no site-packages, no env).
-Protocol on fds 0/1 (moved to private fds at start): frames of 4-byte big-endian length + JSON.
+Protocol on fds 0/1 (moved to private fds at start) and on the judge server's two fds: frames
+of 4-byte big-endian length + JSON.
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ import os
 import resource
 import select
 import signal
+import socket
 import struct
 import sys
 import time
@@ -29,6 +36,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, _HERE)
 import _oslayers  # noqa: E402
 import _serial  # noqa: E402
+import _judge  # noqa: E402,F401 - used by the judge server (code only, no job data)
 
 sys.path.remove(_HERE)
 
@@ -66,11 +74,15 @@ os.set_inheritable(CTRL_OUT, False)
 
 
 def read_frame() -> dict | None:
-    head = _read_exact(CTRL_IN, 4)
+    return _read_frame(CTRL_IN)
+
+
+def _read_frame(fd: int) -> dict | None:
+    head = _read_exact(fd, 4)
     if head is None:
         return None
     (n,) = struct.unpack(">I", head)
-    body = _read_exact(CTRL_IN, n)
+    body = _read_exact(fd, n)
     if body is None:
         return None
     return json.loads(body)
@@ -88,10 +100,14 @@ def _read_exact(fd: int, n: int) -> bytes | None:
 
 
 def write_frame(obj: dict) -> None:
+    _write_frame(CTRL_OUT, obj)
+
+
+def _write_frame(fd: int, obj: dict) -> None:
     body = json.dumps(obj, separators=(",", ":")).encode()
     data = struct.pack(">I", len(body)) + body
     while data:
-        n = os.write(CTRL_OUT, data)
+        n = os.write(fd, data)
         data = data[n:]
 
 
@@ -146,21 +162,23 @@ def setup(cfg: dict) -> None:
 
 
 # --------------------------------------------------------------------- in the forked child
-def child_enter(spec: dict, in_r: int, out_w: int, err_w: int, rec_w: int) -> None:
-    """Become the sandboxed child: fds, session, uid, limits, Landlock, seccomp."""
+EX_COMPILE = 113  # exit codes of the stdio child; they only classify failures, never a pass
+EX_MEMORY = 114
+
+
+def child_enter(spec: dict, fds: list[int]) -> None:
+    """Become the sandboxed child: fds (0.. in order), session, uid, limits, Landlock, seccomp."""
     os.setsid()
-    os.dup2(in_r, 0)
-    os.dup2(out_w, 1)
-    os.dup2(err_w, 2)
-    os.dup2(rec_w, 3)
-    keep = {0, 1, 2, 3}
+    for k, fd in enumerate(fds):
+        os.dup2(fd, k)
+    keep = set(range(len(fds)))
     ll = -1
     if LL_FD >= 0:
-        ll = 4
-        if LL_FD != 4:
-            os.dup2(LL_FD, 4)
-        keep.add(4)
-    os.closerange(max(keep) + 1, 65536)  # the control pipe and everything else
+        ll = len(fds)
+        if LL_FD != ll:
+            os.dup2(LL_FD, ll)
+        keep.add(ll)
+    os.closerange(max(keep) + 1, 65536)  # the control pipes and everything else
     os.chdir(CFG["workdir"])
     lim = spec["limits"]
     uid = CFG.get("uid")
@@ -200,38 +218,6 @@ def child_enter(spec: dict, in_r: int, out_w: int, err_w: int, rec_w: int) -> No
     # (the preloaded heap stays frozen: a short-lived child never needs to collect it)
 
 
-class _Rec:
-    """Writes nonce-tagged records on fd 3. The nonce is not a secret from a determined
-    program (it lives in this process); it only keeps stray output from counting. What makes
-    forging useless is that expected values never enter this process."""
-
-    def __init__(self, nonce: str) -> None:
-        self.prefix = nonce.encode() + b" "
-
-    def __call__(self, **kw: object) -> None:
-        try:
-            line = self.prefix + json.dumps(kw, separators=(",", ":")).encode() + b"\n"
-        except (TypeError, ValueError):
-            line = self.prefix + b'{"t":"internal","m":"record not JSON"}\n'
-        while line:
-            try:
-                n = os.write(3, line)
-            except InterruptedError:
-                continue
-            except OSError:
-                return
-            line = line[n:]
-
-
-def _exc_record(rec: _Rec, e: BaseException, **kw: object) -> None:
-    name = type(e).__name__ if type(type(e).__name__) is str else "Exception"
-    try:
-        msg = str(e)[:500]
-    except BaseException:
-        msg = "<unprintable>"
-    rec(t="err", e=name, m=msg if type(msg) is str else "", **kw)
-
-
 def _flush() -> None:
     for s in (sys.stdout, sys.stderr):
         try:
@@ -240,213 +226,176 @@ def _flush() -> None:
             pass
 
 
-def _load_program(spec: dict, ns: dict, rec: _Rec, prelude: bool) -> bool:
+class _Link:
+    """The child's end of the judge channel: requests on fd 3, nonce-tagged answers on fd 4.
+    Nothing written here is evidence of a pass: it only carries values the judge compares."""
+
+    def __init__(self, nonce: str) -> None:
+        self.prefix = nonce.encode() + b" "
+        self.buf = bytearray()
+
+    def send(self, **kw: object) -> None:
+        try:
+            line = self.prefix + json.dumps(kw, separators=(",", ":")).encode() + b"\n"
+        except (TypeError, ValueError):
+            line = self.prefix + b'{"t":"internal"}\n'
+        while line:
+            try:
+                n = os.write(4, line)
+            except InterruptedError:
+                continue
+            except OSError:
+                return
+            line = line[n:]
+
+    def recv(self) -> dict | None:
+        while True:
+            nl = self.buf.find(b"\n")
+            if nl >= 0:
+                line = bytes(self.buf[:nl])
+                del self.buf[:nl + 1]
+                return json.loads(line)
+            try:
+                data = os.read(3, 1 << 16)
+            except InterruptedError:
+                continue
+            if not data:
+                return None
+            self.buf += data
+
+
+def _exc_fields(e: BaseException) -> dict:
+    name = type(e).__name__ if type(type(e).__name__) is str else "Exception"
+    try:
+        msg = str(e)[:500]
+    except BaseException:
+        msg = "<unprintable>"
+    return {"e": name, "m": msg if type(msg) is str else ""}
+
+
+def _load_program(spec: dict, ns: dict, prelude: bool) -> tuple[str, dict] | None:
+    """Run the program's top level; None if it loaded, else (kind, fields)."""
     if prelude:
         exec(_prelude_code, ns)
     try:
         code = compile(spec["program"], "solution.py", "exec")
     except (SyntaxError, ValueError, OverflowError, MemoryError, RecursionError) as e:
-        rec(t="cerr", e=type(e).__name__, m=str(e)[:500])
-        return False
+        return "cerr", {"e": type(e).__name__, "m": str(e)[:500]}
     try:
         exec(code, ns)
+        if spec.get("imports"):
+            exec(compile(spec["imports"], "setup_imports", "exec"), ns)
     except SystemExit as e:
         _flush()
-        rec(t="exit", code=e.code if type(e.code) is int else (0 if e.code is None else 1))
-        return False
+        return "exit", {"code": e.code if type(e.code) is int else (0 if e.code is None else 1)}
     except BaseException as e:  # noqa: BLE001 - any failure at import is the program's
         _flush()
         if isinstance(e, MemoryError):
-            rec(t="mem")
-        else:
-            _exc_record(rec, e, phase="load")
-        return False
-    return True
+            return "mem", {}
+        return "err", _exc_fields(e)
+    return None
 
 
-def _call_key(args: tuple, kwargs: dict) -> object:
-    try:
-        return _serial.to_plain((args, kwargs))
-    except (ValueError, RecursionError):
-        return ["?", [type(a).__name__ for a in args], sorted(kwargs)]
-
-
-def _result_plain(value: object) -> dict:
-    try:
-        return {"v": _serial.to_plain(value)}
-    except (ValueError, RecursionError) as e:
-        return {"bad": str(e)[:300]}
-
-
-def run_steps(spec: dict, rec: _Rec) -> None:
+def _serve(spec: dict) -> None:
+    """Load the program, then answer the judge's requests until it closes the channel."""
     main = types.ModuleType("__main__")
     main.__dict__["__builtins__"] = builtins
     sys.modules["__main__"] = main
     ns = main.__dict__
-    kind = spec["kind"]
-    if kind == "stdio":
-        _run_stdio(spec, ns, rec)
-        return
-    if kind == "judge":
-        _run_judge(spec, ns, rec)
-        return
     ns["__name__"] = "solution"
-    if not _load_program(spec, ns, rec, prelude=spec.get("prelude", False)):
+    link = _Link(spec["nonce"])
+    failed = _load_program(spec, ns, prelude=spec.get("prelude", False))
+    if failed is not None:
+        link.send(t=failed[0], **failed[1])
         return
-    before = set(ns)
-    if spec.get("setup"):
+    names = {}
+    for k, v in list(ns.items())[:100000]:
+        if type(k) is str and not k.startswith("__"):
+            kind = "c" if isinstance(v, type) else "m" if isinstance(v, types.ModuleType) \
+                else "f" if callable(v) else "v"
+            names[k] = kind
+    link.send(t="ready", names=names)
+    handles: list = []
+
+    def resolve(ref):
+        if ref[0] == "b":
+            return getattr(builtins, ref[1])
+        if ref[0] == "g":
+            try:
+                return ns[ref[1]]
+            except KeyError:
+                raise NameError(f"name {ref[1]!r} is not defined") from None
+        return handles[ref[1]]
+
+    def encode(v) -> dict:
         try:
-            exec(compile(spec["setup"], "setup.py", "exec"), ns)
-        except BaseException as e:  # noqa: BLE001
-            _flush()
-            _exc_record(rec, e, phase="setup")
+            return {"v": _serial.to_plain(v)}
+        except (ValueError, RecursionError):
+            handles.append(v)
+            return {"h": len(handles) - 1}
+
+    while True:
+        req = link.recv()
+        if req is None:
             return
-    del before
-    rec(t="loaded")
-    stop = spec.get("stop_on_error", True)
-    for i, step in enumerate(spec["steps"]):
-        if i < spec.get("start", 0):
-            continue
-        rec(t="start", i=i)
-        k = step["k"]
         try:
-            if k == "expr":
-                value = eval(compile(step["src"], f"test_{i}", "eval"), ns)
-                rec(t="val", i=i, **_result_plain(value))
-            elif k == "call":
-                fn = step["fn"]
-                sol = ns.get("Solution")
-                target = getattr(sol(), fn) if isinstance(sol, type) else ns[fn]
-                value = target(*json.loads(step["args"]))
-                rec(t="val", i=i, **_result_plain(value))
-            elif k == "rec":
-                calls: list = []
-                ans = dict(ns)
-                for name in step["names"]:
-                    f = ns.get(name)
-                    if callable(f):
-                        ans[name] = _recorder(name, f, calls)
-                try:
-                    for src in step["calls"]:
-                        eval(compile(src, f"test_{i}", "eval"), ans)
-                except _Uncomparable:
-                    pass  # recorded as "bad": the judge scores it as a wrong answer
-                rec(t="calls", i=i, c=calls)
-            elif k == "stmt":
-                exec(compile(step["src"], f"test_{i}", "exec"), ns)
-                rec(t="ok", i=i)
-        except AssertionError as e:
-            rec(t="fail", i=i, m=str(e)[:300] if type(e) is AssertionError else "")
-            if stop:
-                break
-        except MemoryError:
-            rec(t="mem", i=i)
-            if stop:
-                break
+            op = req["op"]
+            target = resolve(req["f"])
+            if op == "call":
+                args = _serial.from_plain(req["a"], ext=resolve)
+                kwargs = _serial.from_plain(req["k"], ext=resolve)
+                resp = encode(target(*args, **kwargs))
+                if req.get("m"):
+                    try:
+                        resp["a"] = _serial.to_plain(args)
+                    except (ValueError, RecursionError):
+                        pass
+            elif op == "get":
+                resp = encode(getattr(target, req["n"]))
+            else:
+                setattr(target, req["n"], _serial.from_plain(req["v"], ext=resolve))
+                resp = {"v": None}
         except SystemExit as e:
-            rec(t="exit", i=i, code=e.code if type(e.code) is int else 0)
-            break
+            _flush()
+            link.send(t="exit", code=e.code if type(e.code) is int else 0)
+            return
+        except MemoryError:
+            link.send(t="mem")
+            continue
         except BaseException as e:  # noqa: BLE001
-            _exc_record(rec, e, i=i)
-            if stop:
-                break
-    _flush()
-    rec(t="done")
+            resp = {"x": _exc_fields(e)["e"], "m": _exc_fields(e)["m"][:300]}
+        link.send(t="r", id=req["id"], **resp)
 
 
-class _Uncomparable(Exception):
-    pass
-
-
-def _recorder(name: str, f, calls: list):
-    def wrapped(*args, **kwargs):
-        key = _call_key(args, kwargs)
-        try:
-            value = f(*args, **kwargs)
-        except BaseException as e:  # noqa: BLE001
-            calls.append([name, key, {"err": type(e).__name__}])
-            raise
-        res = _result_plain(value)
-        calls.append([name, key, res])
-        if "bad" in res:
-            raise _Uncomparable(res["bad"])
-        return _serial.from_plain(res["v"])  # a fresh, behaviour-free copy
-    return wrapped
-
-
-def _run_stdio(spec: dict, ns: dict, rec: _Rec) -> None:
+def _run_stdio(spec: dict) -> int:
+    main = types.ModuleType("__main__")
+    main.__dict__["__builtins__"] = builtins
+    sys.modules["__main__"] = main
+    ns = main.__dict__
     ns["__name__"] = "__main__"
-    ok = _load_program(spec, ns, rec, prelude=True)
-    if ok:
-        _flush()
-        rec(t="done")
-    # a SystemExit(0) at top level is a normal end for a stdin/stdout program
-    # (_load_program recorded it as "exit" with its code; the parent treats code 0 as done)
-
-
-def _run_judge(spec: dict, ns: dict, rec: _Rec) -> None:
-    """Trusted replay: no untrusted code ever ran in this process."""
-    ns["__name__"] = "judge"
+    failed = _load_program(spec, ns, prelude=True)
+    _flush()
+    if failed is None:
+        return 0
+    kind, f = failed
+    if kind == "exit":
+        return f["code"] if 0 <= f["code"] < 256 else 1
     try:
-        if spec.get("setup"):
-            exec(compile(spec["setup"], "setup.py", "exec"), ns)
-        checker = spec.get("checker")
-        if checker:
-            exec(compile(checker, "checker.py", "exec"), ns)
-    except BaseException as e:  # noqa: BLE001
-        _exc_record(rec, e, phase="judge_setup")
-        return
-    for item in spec["items"]:
-        i = item["i"]
-        try:
-            if checker:
-                ok = ns["check"](item["input"], item["output"], item.get("data"))
-                rec(t="verdict", i=i, ok=bool(ok) is True, m="")
-                continue
-            table: dict = {}
-            for name, key, res in item["calls"]:
-                table.setdefault(name, []).append([key, res])
-            local = dict(ns)
-            for stmt in item.get("imports", []):
-                try:
-                    exec(compile(stmt, "imports", "exec"), local)
-                except Exception:  # noqa: BLE001 - a module missing here fails the assert later
-                    pass
-            for name in item["names"]:
-                local[name] = _replayer(name, table.get(name, []))
-            exec(compile(item["src"], f"test_{i}", "exec"), local)
-            rec(t="verdict", i=i, ok=True, m="")
-        except AssertionError as e:
-            rec(t="verdict", i=i, ok=False, m=("assertion failed " + str(e))[:300])
-        except BaseException as e:  # noqa: BLE001
-            rec(t="verdict", i=i, ok=False, m=f"{type(e).__name__}: {str(e)[:300]}")
-    rec(t="done")
+        sys.stderr.write(f"{f.get('e', '')}: {f.get('m', '')}\n" if kind != "mem" else "MemoryError\n")
+        sys.stderr.flush()
+    except BaseException:  # noqa: BLE001
+        pass
+    return EX_COMPILE if kind == "cerr" else EX_MEMORY if kind == "mem" else 1
 
 
-class _NotRecorded(Exception):
-    pass
-
-
-def _replayer(name: str, entries: list):
-    def stub(*args, **kwargs):
-        key = _call_key(args, kwargs)
-        for j, (k, res) in enumerate(entries):
-            if k == key:
-                del entries[j]
-                if "err" in res:
-                    raise RuntimeError(f"{name} raised {res['err']} in the sandbox")
-                if "bad" in res:
-                    raise TypeError(f"{name} returned an uncomparable value: {res['bad']}")
-                return _serial.from_plain(res["v"])
-        raise _NotRecorded(f"call {name}(...) has no recorded result from the sandbox")
-    return stub
-
-
-def child_main(spec: dict, fds: tuple[int, int, int, int]) -> None:
+def child_main(spec: dict, fds: list[int]) -> None:
     code = 0
     try:
-        child_enter(spec, *fds)
-        run_steps(spec, _Rec(spec["nonce"]))
+        child_enter(spec, fds)
+        if spec["kind"] == "stdio":
+            code = _run_stdio(spec)
+        else:
+            _serve(spec)
     except SystemExit:
         pass
     except BaseException:  # noqa: BLE001 - never let the harness raise into the fork server
@@ -458,58 +407,73 @@ def child_main(spec: dict, fds: tuple[int, int, int, int]) -> None:
 
 # ----------------------------------------------------------------------- in the fork server
 def run_request(spec: dict) -> dict:
+    """Run one child. ``stdio``: the program with ``stdin``; its stdout is captured here.
+    ``serve``: the program answers the judge, whose pipe ends go to the judge server; the
+    child is killed as soon as the judge is done (its life pipe closes)."""
     lim = spec["limits"]
     per_test = float(lim["time_per_test_s"])
     budget = float(spec.get("budget_s", lim["time_total_s"]))
     max_out = int(lim["max_output_bytes"])
-    max_rec = max(8 << 20, 4 * max_out)
-    nonce = spec["nonce"].encode()
+    serve = spec["kind"] == "serve"
     in_r, in_w = os.pipe()
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
-    rec_r, rec_w = os.pipe()
+    fds = [in_r, out_w, err_w]
+    mine = [in_r, out_w, err_w]
+    life_r = -1
+    if serve:
+        req_r, req_w = os.pipe()
+        resp_r, resp_w = os.pipe()
+        life_r, life_w = os.pipe()
+        fds += [req_r, resp_w]
+        mine += [req_r, resp_w]
     stdin_data = spec.get("stdin", "").encode()
     t0 = time.monotonic()
     pid = os.fork()
     if pid == 0:
-        child_main(spec, (in_r, out_w, err_w, rec_w))
-    for fd in (in_r, out_w, err_w, rec_w):
+        child_main(spec, fds)
+    for fd in mine:
         os.close(fd)
+    if serve:
+        # The judge's ends go to the judge server; this process keeps only the life pipe.
+        socket.send_fds(JUDGE_SOCK, [spec["nonce"].encode()], [req_w, resp_r, life_w])
+        for fd in (req_w, resp_r, life_w):
+            os.close(fd)
     try:
         pidfd = os.pidfd_open(pid)
     except (AttributeError, OSError):
         pidfd = -1
-    bufs = {out_r: bytearray(), err_r: bytearray(), rec_r: bytearray()}
-    open_fds = {out_r, err_r, rec_r}
+    bufs = {out_r: bytearray(), err_r: bytearray()}
+    open_fds = {out_r, err_r}
     poller = select.poll()
     for fd in open_fds:
         poller.register(fd, select.POLLIN)
     if pidfd >= 0:
         poller.register(pidfd, select.POLLIN)
+    if life_r >= 0:
+        poller.register(life_r, select.POLLIN)
     if stdin_data:
         os.set_blocking(in_w, False)
         poller.register(in_w, select.POLLOUT)
     else:
         os.close(in_w)
         in_w = -1
-    deadline_total = t0 + budget
-    step_deadline = t0 + per_test
-    step = -1
+    # stdio: one test, per-test limit; serve: the judge times each test, we keep the total.
+    deadline = t0 + (min(budget, per_test) if not serve else budget)
     reason = "exit"
-    scan_from = 0
     exited = False
-    status = 0
+    life_done = False
+    status = None
     rusage = None
     while True:
         now = time.monotonic()
-        dl = min(deadline_total, step_deadline)
-        if now >= dl:
-            reason = "timeout"
+        if now >= deadline:
+            reason = "judge_done" if life_done else "timeout"
             break
         if exited and not open_fds:
             break
         try:
-            events = poller.poll(max(1, int((dl - now) * 1000) + 1) if not exited else 50)
+            events = poller.poll(max(1, int((deadline - now) * 1000) + 1) if not exited else 50)
         except InterruptedError:
             continue
         if exited and not events:
@@ -533,6 +497,13 @@ def run_request(spec: dict) -> dict:
                 _, status, rusage = os.wait4(pid, 0)
                 exited = True
                 continue
+            if fd == life_r:
+                # The judge is done and has closed its requests: the child ends by itself
+                # (flushing its output); a short grace, then it is killed.
+                poller.unregister(life_r)
+                life_done = True
+                deadline = min(deadline, time.monotonic() + 0.05)
+                continue
             try:
                 data = os.read(fd, 1 << 16)
             except OSError:
@@ -541,26 +512,8 @@ def run_request(spec: dict) -> dict:
                 poller.unregister(fd)
                 open_fds.discard(fd)
                 continue
-            buf = bufs[fd]
-            buf += data
-            if fd == rec_r:
-                if len(buf) > max_rec:
-                    reason = "output_limit"
-                    break
-                # track "start" records to arm the per-test deadline
-                while True:
-                    nl = buf.find(b"\n", scan_from)
-                    if nl < 0:
-                        break
-                    line = bytes(buf[scan_from:nl])
-                    scan_from = nl + 1
-                    if line.startswith(nonce + b' {"t":"start","i":'):
-                        try:
-                            step = int(line[len(nonce) + 18:].rstrip(b"}"))
-                        except ValueError:
-                            continue
-                        step_deadline = time.monotonic() + per_test
-            elif len(bufs[out_r]) + len(bufs[err_r]) > max_out:
+            bufs[fd] += data
+            if len(bufs[out_r]) + len(bufs[err_r]) > max_out:
                 reason = "output_limit"
                 break
         else:
@@ -581,14 +534,14 @@ def run_request(spec: dict) -> dict:
     for fd in list(open_fds):
         os.set_blocking(fd, False)
         try:
-            while len(bufs[fd]) <= max_rec:
+            while len(bufs[fd]) <= max_out:
                 data = os.read(fd, 1 << 16)
                 if not data:
                     break
                 bufs[fd] += data
         except OSError:
             pass
-    for fd in (out_r, err_r, rec_r, pidfd, in_w):
+    for fd in (out_r, err_r, pidfd, in_w, life_r):
         if fd >= 0:
             try:
                 os.close(fd)
@@ -599,13 +552,94 @@ def run_request(spec: dict) -> dict:
     out = bytes(bufs[out_r])
     err = bytes(bufs[err_r])
     return {
-        "reason": reason, "step": step,
+        "reason": reason,
         "exit": os.waitstatus_to_exitcode(status) if status is not None else None,
         "stdout": out[:max_out].decode("utf-8", "replace"),
         "stderr": err[:65536].decode("utf-8", "replace"),
-        "records": bytes(bufs[rec_r][:max_rec]).decode("utf-8", "replace"),
         "elapsed": elapsed, "maxrss_kb": rusage.ru_maxrss if rusage else None, "dirty": dirty,
     }
+
+
+# ------------------------------------------------------------------------ the judge server
+JUDGE_SOCK = None  # the fork server's end of the socket to the judge server
+JUDGE_PID = 0
+
+
+def judge_server(cfg: dict, jin: int, jout: int, sock) -> None:
+    """Trusted process forked before any untrusted code ran. Gets the tests straight from the
+    parent (they never pass through the fork server, whose memory every child copies), forks
+    a fresh judge per job, and relays the judge's verdict lines. Never runs untrusted code."""
+    _oslayers.set_dumpable(False)
+    if cfg.get("seccomp"):
+        try:
+            prog = _oslayers.seccomp_program(
+                deny_inet=not cfg.get("netns"), protect_pids=[1, os.getppid()],
+                deny_setsid=False)
+            if prog is not None:
+                _oslayers.no_new_privs()
+                _oslayers.seccomp_install(prog)
+        except OSError:
+            pass
+    while True:
+        req = _read_frame(jin)
+        if req is None:
+            os._exit(0)
+        fds: list[int] = []
+        if req.get("op") == "serve":
+            msg, fds, _, _ = socket.recv_fds(sock, 1024, 3)
+            if msg != req["nonce"].encode() or len(fds) != 3:
+                for fd in fds:
+                    os.close(fd)
+                _write_frame(jout, {"lines": "", "error": "fd handover out of step"})
+                continue
+        r, w = os.pipe()
+        t0 = time.monotonic()
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                os.close(r)
+                for fd in (jin, jout, sock.fileno()):
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
+                if req.get("op") == "serve":
+                    req_w, resp_r, life_w = fds  # life_w stays open until we exit
+                    _judge.judge_main(req, req_w, resp_r, w)
+                else:
+                    _judge.check_main(req, w)
+            except BaseException:  # noqa: BLE001
+                code = 70
+            finally:
+                os._exit(code)
+        os.close(w)
+        for fd in fds:
+            os.close(fd)
+        buf = bytearray()
+        deadline = t0 + float(req.get("budget_s", req["limits"]["time_total_s"])) + 0.5
+        killed = False
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                killed = True
+                break
+            rr, _, _ = select.select([r], [], [], left)
+            if not rr:
+                continue
+            data = os.read(r, 1 << 16)
+            if not data:
+                break
+            buf += data
+        if killed:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        os.waitpid(pid, 0)
+        os.close(r)
+        _write_frame(jout, {"lines": bytes(buf).decode("utf-8", "replace"), "killed": killed,
+                            "elapsed": time.monotonic() - t0})
 
 
 def sweep() -> None:
@@ -653,23 +687,33 @@ def _owner(pid: str) -> int:
 
 
 def _others_alive() -> list[int]:
-    """Pids in our namespace other than init and us that are not yet zombies."""
+    """Pids in our namespace other than init, us, the judge server and its judges that are not
+    yet zombies. (A job's process cannot become the judge server's child: orphans go to init.)"""
     me = str(os.getpid())
     try:
         names = os.listdir("/proc")
     except OSError:
         return []
-    out = []
+    live: dict[int, int] = {}
     for n in names:
         if n.isdigit() and n != "1" and n != me:
             try:
                 with open(f"/proc/{n}/stat", "rb") as f:
                     st = f.read()
-                if st[st.rfind(b")") + 2:st.rfind(b")") + 3] != b"Z":
-                    out.append(int(n))
-            except OSError:
+                rest = st[st.rfind(b")") + 2:].split()
+                if rest[0] != b"Z":
+                    live[int(n)] = int(rest[1])
+            except (OSError, IndexError, ValueError):
                 continue
-    return out
+    keep = {JUDGE_PID}
+    changed = True
+    while changed:
+        changed = False
+        for p, pp in live.items():
+            if pp in keep and p not in keep:
+                keep.add(p)
+                changed = True
+    return [p for p in live if p not in keep]
 
 
 def wipe() -> bool:
@@ -717,8 +761,8 @@ def probe() -> dict:
         os.close(r)
         res = {}
         try:
-            child_enter(spec, os.open(os.devnull, os.O_RDONLY), os.open(os.devnull, os.O_WRONLY),
-                        os.open(os.devnull, os.O_WRONLY), w)
+            child_enter(spec, [os.open(os.devnull, os.O_RDONLY), os.open(os.devnull, os.O_WRONLY),
+                               os.open(os.devnull, os.O_WRONLY), w])
             res["uid"] = os.getuid()
             try:
                 with open("/tmp/.probe_outside", "w"):
@@ -777,9 +821,28 @@ def probe() -> dict:
 
 
 def main() -> None:
+    global JUDGE_SOCK, JUDGE_PID
     cfg = read_frame()
     if cfg is None:
         return
+    # The judge server is forked first, before this process holds anything of a job, and
+    # talks to the parent on its own pipes (cfg["judge_fds"]).
+    jin, jout = cfg["judge_fds"]
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    pid = os.fork()
+    if pid == 0:
+        os.close(CTRL_IN)
+        os.close(CTRL_OUT)
+        mine.close()
+        try:
+            judge_server(cfg, jin, jout, theirs)
+        finally:
+            os._exit(0)
+    theirs.close()
+    os.close(jin)
+    os.close(jout)
+    JUDGE_SOCK, JUDGE_PID = mine, pid
+    cfg = dict(cfg, protect_pids=list(cfg.get("protect_pids", [])) + [pid])
     setup(cfg)
     info = {"op": "ready", "pid": os.getpid(), "layers": dict(LAYERS),
             "landlock": LL_FD >= 0 or bool(LAYERS.get("landlock_inherited")),

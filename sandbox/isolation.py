@@ -206,7 +206,7 @@ def slot_plan(mode: str, index: int, *, tmpfs_mb: int = 256,
         cfg["wipe_extra"] = ["/tmp", "/dev/shm"]
         cfg["read_paths"] = ["/"]
         # non-root: our uid also owns bwrap's init and the fork server inside the user namespace
-        cfg["nproc_base"] = 0 if root else 2
+        cfg["nproc_base"] = 0 if root else 4  # + the judge server and a judge
         return SlotPlan(mode, _bwrap_args(bw, root=root, tmpfs_mb=tmpfs_mb, extra_ro=extra_ro),
                         {}, cfg)
     if root:

@@ -37,7 +37,7 @@ from llmrl.sandbox.jobs import (
     AssertTests, CallTests, CheckerTests, Job, JobResult, Limits, Outcome, SandboxError,
     StdioTests, TestResult,
 )
-from llmrl.sandbox.verdict import AssertPlan, apps_call_equal, apps_stdio_equal, plan_asserts, values_equal
+from llmrl.sandbox.verdict import apps_call_equal, apps_stdio_equal
 
 log = logging.getLogger("llmrl.sandbox")
 
@@ -46,8 +46,8 @@ GRACE_S = 2.0  # how long past a job's budget the parent waits before killing th
 
 
 class Slot:
-    """One sandbox with a fork server inside. Killed as a whole (namespace, process group)
-    when it stops answering in time; the executor then starts a fresh one."""
+    """One sandbox with a fork server and a judge server inside. Killed as a whole (namespace,
+    process group) when it stops answering in time; the executor then starts a fresh one."""
 
     def __init__(self, index: int, mode: str, *, tmpfs_mb: int = 256,
                  extra_ro: list[str] | None = None, start_timeout: float = 30.0) -> None:
@@ -55,15 +55,23 @@ class Slot:
         self.mode = mode
         self.plan = slot_plan(mode, index, tmpfs_mb=tmpfs_mb, extra_ro=extra_ro)
         self._err = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(
-            self.plan.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._err,
-            env=self.plan.env, cwd=self.plan.cwd, start_new_session=True, close_fds=True)
+        # The judge server's own pipes: tests and verdicts never pass through the fork server.
+        j_in_child, self._jin = os.pipe()
+        self._jout, j_out_child = os.pipe()
+        try:
+            self.proc = subprocess.Popen(
+                self.plan.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._err,
+                env=self.plan.env, cwd=self.plan.cwd, start_new_session=True, close_fds=True,
+                pass_fds=(j_in_child, j_out_child))
+        finally:
+            os.close(j_in_child)
+            os.close(j_out_child)
         self.alive = True
         self.dirty = False
         self._out = self.proc.stdout.fileno()
         self._in = self.proc.stdin.fileno()
-        self._send(self.plan.cfg)
-        info = self._recv(time.monotonic() + start_timeout)
+        self._send(self._in, dict(self.plan.cfg, judge_fds=[j_in_child, j_out_child]))
+        info = self._recv(self._out, time.monotonic() + start_timeout)
         if info is None or info.get("op") != "ready":
             why = self.stderr_tail()
             self.close()
@@ -79,49 +87,64 @@ class Slot:
         except (OSError, ValueError):
             return ""
 
-    def _send(self, obj: dict) -> None:
+    @staticmethod
+    def _send(fd: int, obj: dict) -> None:
         body = json.dumps(obj, separators=(",", ":")).encode()
         data = memoryview(struct.pack(">I", len(body)) + body)
         while data:
-            n = os.write(self._in, data)
+            n = os.write(fd, data)
             data = data[n:]
 
-    def _read_exact(self, n: int, deadline: float) -> bytes | None:
+    @staticmethod
+    def _read_exact(fd: int, n: int, deadline: float) -> bytes | None:
         chunks = []
         while n:
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
-            r, _, _ = select.select([self._out], [], [], left)
+            r, _, _ = select.select([fd], [], [], left)
             if not r:
                 return None
-            b = os.read(self._out, min(n, 1 << 20))
+            b = os.read(fd, min(n, 1 << 20))
             if not b:
                 return None
             chunks.append(b)
             n -= len(b)
         return b"".join(chunks)
 
-    def _recv(self, deadline: float) -> dict | None:
-        head = self._read_exact(4, deadline)
+    def _recv(self, fd: int, deadline: float) -> dict | None:
+        head = self._read_exact(fd, 4, deadline)
         if head is None:
             return None
-        body = self._read_exact(struct.unpack(">I", head)[0], deadline)
+        body = self._read_exact(fd, struct.unpack(">I", head)[0], deadline)
         return None if body is None else json.loads(body)
 
-    def request(self, spec: dict, timeout: float) -> dict | None:
-        """Send one run; None if the slot died or did not answer in time (it is then killed)."""
+    def request(self, spec: dict | None, timeout: float, judge: dict | None = None
+                ) -> tuple[dict | None, dict | None] | None:
+        """Send one run to the fork server (``spec``) and/or the judge server (``judge``);
+        None if the slot died or did not answer in time (it is then killed)."""
+        deadline = time.monotonic() + timeout
+        reply = jreply = None
         try:
-            self._send(spec)
-            reply = self._recv(time.monotonic() + timeout)
+            if judge is not None:
+                self._send(self._jin, judge)
+            if spec is not None:
+                self._send(self._in, spec)
+                reply = self._recv(self._out, deadline)
+                if reply is None:
+                    raise OSError("no answer from the fork server")
+            if judge is not None:
+                jreply = self._recv(self._jout, deadline)
+                if jreply is None:
+                    raise OSError("no answer from the judge server")
         except (OSError, ValueError):
-            reply = None
-        if reply is None:
             self.kill()
             return None
-        if reply.get("dirty") or reply.get("reason") == "internal":
+        if reply is not None and (reply.get("dirty") or reply.get("reason") == "internal"):
             self.dirty = True
-        return reply
+        if jreply is not None and jreply.get("error"):
+            self.dirty = True
+        return reply, jreply
 
     def kill(self) -> None:
         """Deadline enforcement from outside: kill bubblewrap's whole process group; its pid
@@ -144,6 +167,8 @@ class Slot:
         if self.proc.poll() is None:
             try:
                 self.proc.stdin.close()
+                os.close(self._jin)
+                self._jin = -1
                 self.proc.wait(timeout=2)
             except (OSError, subprocess.TimeoutExpired):
                 pass
@@ -153,6 +178,13 @@ class Slot:
                 f.close()
             except OSError:
                 pass
+        for fd in (self._jin, self._jout):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self._jin = self._jout = -1
         for p in self.plan.cleanup:
             shutil.rmtree(p, ignore_errors=True)
 
@@ -253,7 +285,7 @@ class LocalExecutor:
             return JobResult.sandbox_error(f"invalid limits: {e}", job_id=job.id)
         slot = self._idle.get()
         try:
-            res = _JobRun(job, lambda spec, budget: self._call(slot, spec, budget)).run()
+            res = _JobRun(job, lambda spec, budget, judge=None: self._call(slot, spec, budget, judge)).run()
         except Exception as e:  # noqa: BLE001 - machinery failure is an outcome, not a crash
             log.exception("sandbox job failed inside the machinery")
             res = JobResult.sandbox_error(f"{type(e).__name__}: {e}")
@@ -264,9 +296,11 @@ class LocalExecutor:
         res.id = job.id
         return res
 
-    def _call(self, slot: Slot, spec: dict, budget: float) -> dict | None:
-        spec["budget_s"] = budget
-        return slot.request(spec, budget + GRACE_S)
+    def _call(self, slot: Slot, spec: dict | None, budget: float, judge: dict | None = None):
+        for s in (spec, judge):
+            if s is not None:
+                s["budget_s"] = budget
+        return slot.request(spec, budget + GRACE_S, judge)
 
     def _release(self, slot: Slot) -> None:
         if slot.alive and not slot.dirty:
@@ -289,15 +323,14 @@ class LocalExecutor:
 
 
 # ------------------------------------------------------------------------------ verdicts
-def parse_records(text: str, nonce: str) -> list[dict]:
-    """Records carrying this run's nonce; anything else the program wrote is ignored."""
-    prefix = nonce + " "
+def parse_lines(text: str) -> list[dict]:
+    """The judge's verdict lines (trusted: written by the judge, relayed by the judge server)."""
     out = []
     for line in text.split("\n"):
-        if line.startswith(prefix):
+        if line:
             try:
-                r = json.loads(line[len(prefix):])
-            except (ValueError, RecursionError):
+                r = json.loads(line)
+            except ValueError:
                 continue
             if type(r) is dict and type(r.get("t")) is str:
                 out.append(r)
@@ -315,11 +348,27 @@ def _signal_name(code: int | None) -> str:
     return f"exited with code {code}"
 
 
+def setup_imports(setup_code: str) -> str:
+    """The import statements of the test setup code: the only part of it the program's process
+    sees (the setup may build data the tests compare against)."""
+    import ast
+    try:
+        tree = ast.parse(setup_code)
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        return ""
+    return "\n".join(ast.unparse(n) for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom)))
+
+
+_STOPS = ("timeout", "gone", "exit", "mem", "output", "tamper")
+EX_COMPILE, EX_MEMORY = 113, 114  # the stdio child's exit codes for those failures
+
+
 class _JobRun:
     """Drives one job through one slot: runs, resumes after crashes/timeouts when asked to
-    run every test, replays asserts in a judge, and composes the JobResult."""
+    run every test, and composes the JobResult from the judge's lines and the fork server's
+    observations (exit status, captured output). Nothing the program writes decides a pass."""
 
-    def __init__(self, job: Job, call: Callable[[dict, float], dict | None]) -> None:
+    def __init__(self, job: Job, call: Callable[..., tuple[dict | None, dict | None] | None]) -> None:
         self.job = job
         self.call = call
         self.t0 = time.monotonic()
@@ -331,17 +380,23 @@ class _JobRun:
     def remaining(self) -> float:
         return self.lim.time_total_s - (time.monotonic() - self.t0)
 
-    def exec(self, spec: dict, limits: Limits | None = None) -> tuple[dict, list[dict]] | None:
+    def exec(self, spec: dict | None, judge: dict | None = None, limits: Limits | None = None
+             ) -> tuple[dict, list[dict]] | None:
+        """Run on the slot; (fork-server reply, judge lines), or None when out of time."""
         budget = self.remaining()
         if budget <= 0:
             return None
         nonce = secrets.token_hex(16)
-        spec["nonce"] = nonce
-        spec["limits"] = (limits or self.lim).to_dict()
-        reply = self.call(spec, budget)
-        if reply is None:
-            return ({"reason": "killed", "step": -1, "exit": None}, [])
-        if spec.get("kind") != "judge":
+        lim = (limits or self.lim).to_dict()
+        for s in (spec, judge):
+            if s is not None:
+                s["nonce"], s["limits"] = nonce, lim
+        got = self.call(spec, budget, judge)
+        if got is None:
+            return ({"reason": "killed", "exit": None}, [])
+        reply, jreply = got
+        reply = reply or {"reason": "exit", "exit": 0}
+        if spec is not None:
             if len(self.stdout) < EXCERPT:
                 self.stdout += reply.get("stdout", "")[:EXCERPT - len(self.stdout)]
             if len(self.stderr) < EXCERPT:
@@ -349,12 +404,15 @@ class _JobRun:
             rss = reply.get("maxrss_kb")
             if isinstance(rss, int):
                 self.maxrss_kb = max(self.maxrss_kb or 0, rss)
-        return reply, parse_records(reply.get("records", ""), nonce)
+        lines = parse_lines(jreply.get("lines", "")) if jreply else []
+        if jreply and jreply.get("killed"):
+            reply = dict(reply, judge_killed=True)
+        return reply, lines
 
     # ------------------------------------------------------------------ outcome helpers
     def _fail_from_reply(self, reply: dict, what: str) -> tuple[Outcome, str]:
         reason = reply.get("reason")
-        if reason == "timeout":
+        if reason == "timeout" or reply.get("judge_killed"):
             return Outcome.TIMEOUT, f"{what} exceeded its time limit"
         if reason == "killed":
             return Outcome.TIMEOUT, f"{what}: the sandbox stopped answering and was killed"
@@ -366,7 +424,7 @@ class _JobRun:
         rss = reply.get("maxrss_kb") or 0
         if code is not None and code < 0 and rss >= 0.9 * self.lim.memory_mb * 1024:
             return Outcome.MEMORY, f"{what} {_signal_name(code)} at the memory limit"
-        return Outcome.RUNTIME_ERROR, f"{what} {_signal_name(code)} without reporting a result"
+        return Outcome.RUNTIME_ERROR, f"{what} {_signal_name(code)} without a result"
 
     def _result(self, tests: list[TestResult], total: int, fixed: tuple[Outcome, str] | None
                 ) -> JobResult:
@@ -394,168 +452,100 @@ class _JobRun:
 
     def run(self) -> JobResult:
         t = self.job.tests
-        if isinstance(t, AssertTests):
-            return self._run_steps(t)
-        if isinstance(t, CallTests):
-            return self._run_steps(t)
+        if isinstance(t, (AssertTests, CallTests)):
+            return self._run_judged(t)
         if isinstance(t, (StdioTests, CheckerTests)):
             return self._run_stdio(t)
         raise SandboxError(f"unknown tests type {type(t).__name__}")
 
     # ------------------------------------------------------ asserts and call-based tests
-    def _run_steps(self, t: AssertTests | CallTests) -> JobResult:
+    def _load_outcome(self, r: dict, reply: dict) -> tuple[Outcome, str]:
+        s, m = r.get("s"), str(r.get("m", ""))[:500]
+        if s == "cerr":
+            return Outcome.COMPILE_ERROR, f"{r.get('e')}: {m}"
+        if s == "err":
+            return Outcome.COMPILE_ERROR, f"the program failed at import: {r.get('e')}: {m}".replace(": : ", ": ")
+        if s == "mem":
+            return Outcome.MEMORY, "MemoryError while loading the program"
+        if s == "exit":
+            return Outcome.RUNTIME_ERROR, "the program exited before the tests ran"
+        if s == "setup":
+            return Outcome.RUNTIME_ERROR, f"test setup code failed: {m}"
+        if s == "timeout":
+            return Outcome.TIMEOUT, "loading the program exceeded its time limit"
+        if s == "output":
+            return Outcome.OUTPUT_LIMIT, "the program exceeded the output limit"
+        if s == "tamper":
+            return Outcome.WRONG_ANSWER, f"the program tampered with the result channel: {m}"
+        return self._fail_from_reply(reply, "loading the program")
+
+    def _test_result(self, i: int, r: dict, reply: dict, t: Any) -> TestResult:
+        s, m = r.get("s"), str(r.get("m", ""))[:300]
+        ts = float(r.get("time_s") or 0.0)
+        if s == "value":
+            try:
+                got = _serial.from_plain(r.get("v"))
+            except ValueError as e:
+                return TestResult(i, Outcome.WRONG_ANSWER, f"malformed result: {e}", ts)
+            ok = apps_call_equal(got, t.outputs[i])
+            return TestResult(i, Outcome.PASS if ok else Outcome.WRONG_ANSWER,
+                              "" if ok else f"got {_short(got)}", ts)
+        oc = {"pass": Outcome.PASS, "fail": Outcome.WRONG_ANSWER, "error": Outcome.RUNTIME_ERROR,
+              "invalid": Outcome.RUNTIME_ERROR, "timeout": Outcome.TIMEOUT,
+              "exit": Outcome.RUNTIME_ERROR, "mem": Outcome.MEMORY,
+              "output": Outcome.OUTPUT_LIMIT, "tamper": Outcome.WRONG_ANSWER}.get(s)
+        if s == "gone" or oc is None:
+            oc, m = self._fail_from_reply(reply, "the test")
+        elif s == "exit":
+            m = "the program exited during the test"
+        elif s == "timeout":
+            m = "the test exceeded its time limit"
+        return TestResult(i, oc, m, ts)
+
+    def _run_judged(self, t: AssertTests | CallTests) -> JobResult:
+        program = self.job.program
         if isinstance(t, AssertTests):
-            plans = plan_asserts(t.asserts, t.setup_code, self.job.program)
-            steps = [p.step if p.kind != "invalid" else {"k": "stmt", "src": "pass"} for p in plans]
-            setup, prelude = t.setup_code, False
+            n = len(t.asserts)
+            spec = {"kind": "serve", "program": program, "imports": setup_imports(t.setup_code),
+                    "prelude": False}
+            judge = {"op": "serve", "mode": "assert", "asserts": list(t.asserts),
+                     "setup": t.setup_code, "program": program}
         else:
             if len(t.inputs) != len(t.outputs):
                 return JobResult.sandbox_error(
                     f"CallTests has {len(t.inputs)} inputs but {len(t.outputs)} outputs")
-            plans = None
-            steps = [{"k": "call", "fn": t.fn_name, "args": json.dumps(a)} for a in t.inputs]
-            setup, prelude = "", True
-        n = len(steps)
+            n = len(t.inputs)
+            spec = {"kind": "serve", "program": program, "imports": "", "prelude": True}
+            judge = {"op": "serve", "mode": "call", "fn_name": t.fn_name, "inputs": list(t.inputs)}
         results: dict[int, TestResult] = {}
-        replay: dict[int, list] = {}
         start = 0
         while start < n:
-            spec = {"kind": "steps", "program": self.job.program, "setup": setup,
-                    "steps": steps, "start": start, "prelude": prelude,
-                    "stop_on_error": self.job.stop_on_first_failure}
-            got = self.exec(spec)
+            got = self.exec(dict(spec), dict(judge, start=start,
+                                            stop_on_error=self.job.stop_on_first_failure))
             if got is None:
                 break  # out of total time
-            reply, recs = got
-            fatal = self._load_outcome(reply, recs)
-            if fatal is not None:
-                return self._result([], n, fatal)
-            by_i: dict[int, dict] = {}
-            conflict: set[int] = set()
-            started: dict[int, float] = {}
-            for r in recs:
+            reply, lines = got
+            load = next((r for r in lines if r["t"] == "load"), None)
+            if load is not None:
+                return self._result([], n, self._load_outcome(load, reply))
+            if not any(r["t"] == "loaded" for r in lines):
+                return self._result([], n, self._fail_from_reply(reply, "loading the program"))
+            last = None
+            for r in lines:
                 i = r.get("i")
-                if type(i) is not int or not (0 <= i < n):
-                    continue
-                if r["t"] == "start":
-                    started.setdefault(i, 0.0)
-                    continue
-                if i in by_i:
-                    conflict.add(i)
-                else:
-                    by_i[i] = r
-            next_start = n
-            for i in range(start, n):
-                if i in conflict:
-                    results[i] = TestResult(i, Outcome.WRONG_ANSWER,
-                                            "several results were reported for this test "
-                                            "(the program tampered with the result channel)")
-                elif i in by_i:
-                    results[i] = self._decide(i, by_i[i], plans, t, replay)
-                elif i in started or i == reply.get("step"):
-                    oc, why = self._fail_from_reply(reply, "the test")
-                    results[i] = TestResult(i, oc, why)
-                    next_start = i + 1
-                    break
-                else:
-                    next_start = i
-                    break
-            failed = any(r.outcome is not Outcome.PASS for r in results.values())
-            if next_start >= n or (failed and self.job.stop_on_first_failure):
+                if r["t"] == "test" and type(i) is int and start <= i < n and i not in results:
+                    results[i] = self._test_result(i, r, reply, t)
+                    last = r
+            if last is None:
+                break  # the judge was stopped before any test finished (total time)
+            failed = any(x.outcome is not Outcome.PASS for x in results.values())
+            if failed and self.job.stop_on_first_failure:
                 break
-            if next_start == start:  # no progress: nothing more can be learned
+            nxt = last["i"] + 1
+            if nxt >= n or last.get("s") not in _STOPS:
                 break
-            start = next_start
-        if replay:
-            self._judge_replays(t, plans, replay, results)
+            start = nxt
         return self._result(list(results.values()), n, None)
-
-    def _load_outcome(self, reply: dict, recs: list[dict]) -> tuple[Outcome, str] | None:
-        for r in recs:
-            if "i" in r:
-                continue
-            kind = r["t"]
-            if kind == "loaded":
-                return None
-            if kind == "cerr":
-                return Outcome.COMPILE_ERROR, f"{r.get('e')}: {r.get('m')}"
-            if kind == "err":
-                if r.get("phase") == "setup":
-                    return Outcome.RUNTIME_ERROR, f"test setup code failed: {r.get('e')}: {r.get('m')}"
-                return Outcome.COMPILE_ERROR, f"the program failed at import: {r.get('e')}: {r.get('m')}"
-            if kind == "mem":
-                return Outcome.MEMORY, "MemoryError while loading the program"
-            if kind == "exit":
-                return Outcome.RUNTIME_ERROR, "the program exited before the tests ran"
-        return self._fail_from_reply(reply, "loading the program")
-
-    def _decide(self, i: int, r: dict, plans: list[AssertPlan] | None, t: Any,
-                replay: dict[int, list]) -> TestResult:
-        kind = r["t"]
-        if kind == "err":
-            return TestResult(i, Outcome.RUNTIME_ERROR, f"{r.get('e')}: {str(r.get('m'))[:300]}")
-        if kind == "mem":
-            return TestResult(i, Outcome.MEMORY, "MemoryError")
-        if kind == "exit":
-            return TestResult(i, Outcome.RUNTIME_ERROR, "the program exited during the test")
-        plan = plans[i] if plans is not None else None
-        if plan is not None and plan.kind == "invalid":
-            return TestResult(i, Outcome.RUNTIME_ERROR, plan.error)
-        if kind == "val" and (plan is None or plan.kind in ("pair", "is")):
-            if "v" not in r:
-                return TestResult(i, Outcome.WRONG_ANSWER,
-                                  f"returned a value that cannot be compared safely: {r.get('bad')}")
-            try:
-                got = _serial.from_plain(r["v"])
-            except ValueError as e:
-                return TestResult(i, Outcome.WRONG_ANSWER, f"malformed result: {e}")
-            if plan is None:
-                ok = apps_call_equal(got, t.outputs[i])
-            elif plan.kind == "is":
-                ok = got is plan.expected
-            else:
-                ok = values_equal(got, plan.expected)
-            return TestResult(i, Outcome.PASS if ok else Outcome.WRONG_ANSWER,
-                              "" if ok else f"got {_short(got)}")
-        if kind == "calls" and plan is not None and plan.kind == "replay":
-            calls = r.get("c")
-            if type(calls) is not list:
-                return TestResult(i, Outcome.WRONG_ANSWER, "malformed call record")
-            replay[i] = calls
-            return TestResult(i, Outcome.SANDBOX_ERROR, "awaiting judge")
-        if plan is not None and plan.kind == "stmt":
-            if kind == "ok":
-                return TestResult(i, Outcome.PASS, "assert evaluated inside the sandbox")
-            if kind == "fail":
-                return TestResult(i, Outcome.WRONG_ANSWER, "assertion failed")
-        return TestResult(i, Outcome.WRONG_ANSWER, f"unexpected record {kind!r} for this test")
-
-    def _judge_replays(self, t: Any, plans: list[AssertPlan], replay: dict[int, list],
-                       results: dict[int, TestResult]) -> None:
-        items = [{"i": i, "src": plans[i].src, "names": plans[i].names, "calls": c,
-                  "imports": plans[i].imports}
-                 for i, c in sorted(replay.items())]
-        spec = {"kind": "judge", "setup": t.setup_code, "items": items}
-        lim = Limits(time_per_test_s=max(5.0, self.lim.time_per_test_s) * max(1, len(items)),
-                     time_total_s=self.lim.time_total_s, memory_mb=max(512, self.lim.memory_mb))
-        got = self.exec(spec, lim)
-        verdicts: dict[int, dict] = {}
-        reply: dict = {}
-        if got is not None:
-            reply, recs = got
-            for r in recs:
-                if r["t"] == "verdict" and type(r.get("i")) is int:
-                    verdicts.setdefault(r["i"], r)
-        for i in replay:
-            v = verdicts.get(i)
-            if v is None:
-                oc, why = self._fail_from_reply(reply, "the judge") if got else (
-                    Outcome.TIMEOUT, "the job ran out of time before the judge ran")
-                results[i] = TestResult(i, oc, why)
-            elif v.get("ok") is True:
-                results[i] = TestResult(i, Outcome.PASS, "")
-            else:
-                results[i] = TestResult(i, Outcome.WRONG_ANSWER, str(v.get("m", ""))[:300])
 
     # --------------------------------------------------------------- stdin/stdout tests
     def _run_stdio(self, t: StdioTests | CheckerTests) -> JobResult:
@@ -570,52 +560,55 @@ class _JobRun:
             got = self.exec({"kind": "stdio", "program": self.job.program, "stdin": t.inputs[i]})
             if got is None:
                 break
-            reply, recs = got
-            kinds = {r["t"]: r for r in recs if "i" not in r}
-            if "cerr" in kinds:
-                r = kinds["cerr"]
-                return self._result([], n, (Outcome.COMPILE_ERROR, f"{r.get('e')}: {r.get('m')}"))
-            done = "done" in kinds or ("exit" in kinds and kinds["exit"].get("code") == 0)
-            if done and reply.get("reason") == "exit":
+            reply, _ = got
+            ts = round(float(reply.get("elapsed") or 0.0), 6)
+            code = reply.get("exit")
+            if reply.get("reason") == "exit" and code == EX_COMPILE:
+                return self._result([], n, (Outcome.COMPILE_ERROR, reply.get("stderr", "")[-500:].strip()))
+            if reply.get("reason") == "exit" and code == 0:
+                # The output was captured by the fork server from the program's stdout pipe.
                 out = reply.get("stdout", "")
                 if isinstance(t, StdioTests):
                     ok = apps_stdio_equal(out, t.outputs[i])
                     results[i] = TestResult(i, Outcome.PASS if ok else Outcome.WRONG_ANSWER,
-                                            "" if ok else f"output {_short(out)}")
+                                            "" if ok else f"output {_short(out)}", ts)
                 else:
                     to_check[i] = out
-                    results[i] = TestResult(i, Outcome.PASS, "")
-            elif "mem" in kinds:
-                results[i] = TestResult(i, Outcome.MEMORY, "MemoryError")
-            elif "err" in kinds:
-                r = kinds["err"]
-                results[i] = TestResult(i, Outcome.RUNTIME_ERROR, f"{r.get('e')}: {str(r.get('m'))[:300]}")
-            elif "exit" in kinds:
+                    results[i] = TestResult(i, Outcome.SANDBOX_ERROR, "awaiting the checker", ts)
+            elif reply.get("reason") == "exit" and code == EX_MEMORY:
+                results[i] = TestResult(i, Outcome.MEMORY, "MemoryError", ts)
+            elif reply.get("reason") == "exit" and code is not None and code > 0:
+                tail = reply.get("stderr", "").strip().splitlines()
                 results[i] = TestResult(i, Outcome.RUNTIME_ERROR,
-                                        f"exit code {kinds['exit'].get('code')}")
+                                        (tail[-1] if tail else f"exit code {code}")[:300], ts)
             else:
                 oc, why = self._fail_from_reply(reply, "the program")
-                results[i] = TestResult(i, oc, why)
-            if results[i].outcome is not Outcome.PASS and self.job.stop_on_first_failure:
+                results[i] = TestResult(i, oc, why, ts)
+            if results[i].outcome not in (Outcome.PASS, Outcome.SANDBOX_ERROR) and \
+                    self.job.stop_on_first_failure:
                 break
         if to_check and isinstance(t, CheckerTests):
             items = [{"i": i, "input": t.inputs[i], "output": out,
                       "data": None if t.data is None else t.data[i]} for i, out in to_check.items()]
-            got = self.exec({"kind": "judge", "setup": "", "checker": t.checker, "items": items},
+            got = self.exec(None, {"op": "check", "checker": t.checker, "items": items},
                             Limits(time_per_test_s=max(5.0, self.lim.time_per_test_s) * len(items),
                                    time_total_s=self.lim.time_total_s,
                                    memory_mb=max(512, self.lim.memory_mb)))
             verdicts = {}
             if got is not None:
                 for r in got[1]:
-                    if r["t"] == "verdict" and type(r.get("i")) is int:
+                    if r["t"] == "test" and type(r.get("i")) is int:
                         verdicts.setdefault(r["i"], r)
             for i in to_check:
                 v = verdicts.get(i)
+                ts = results[i].time_s
                 if v is None:
-                    results[i] = TestResult(i, Outcome.SANDBOX_ERROR, "the checker gave no verdict")
-                elif v.get("ok") is not True:
-                    results[i] = TestResult(i, Outcome.WRONG_ANSWER, str(v.get("m") or "checker rejected the output"))
+                    results[i] = TestResult(i, Outcome.SANDBOX_ERROR, "the checker gave no verdict", ts)
+                elif v.get("s") == "pass":
+                    results[i] = TestResult(i, Outcome.PASS, "", ts)
+                else:
+                    results[i] = TestResult(i, Outcome.WRONG_ANSWER,
+                                            str(v.get("m") or "checker rejected the output"), ts)
         return self._result(list(results.values()), n, None)
 
 

@@ -49,13 +49,14 @@ def _children(root: int) -> list[int]:
 
 
 def assert_clean(ex) -> None:
-    """No leftover process in any slot (only bwrap's init and the fork server), an empty work
+    """No leftover process in any slot (only bwrap's init, the fork server and the judge
+    server), an empty work
     dir and /tmp, and a normal program still passes."""
     with ex._lock:
         slots = list(ex._all)
     for s in slots:
         if s.alive:
-            assert len(_children(s.proc.pid)) == 2, f"leftover processes in slot {s.index}"
+            assert len(_children(s.proc.pid)) == 3, f"leftover processes in slot {s.index}"
     probe = ("import os\ndef f(x):\n    return x + 1 + len(os.listdir('.')) + "
              "len(os.listdir('/tmp')) + len(os.listdir('/dev/shm'))\n")
     for r in ex.run([Job(probe, TESTS)] * len(slots)):
@@ -148,11 +149,11 @@ def test_frame_walking_cannot_forge(ex):
         "    for o in gc.get_objects():\n"
         "        if isinstance(o, (list, tuple, dict)):\n"
         "            for v in (o.values() if isinstance(o, dict) else o):\n"
-        "                if isinstance(v, str) and v.startswith('EXPECTED-'):\n"
+        "                if isinstance(v, str) and v.startswith(''.join(['EXPEC', 'TED-'])):\n"
         "                    return v\n"
         "    return 'not found'\n")
     tests = AssertTests(["assert f(1) == 'EXPECTED-7f3a'", "assert len(f(1)) == 13",
-                         "assert f(1).startswith('EXPECTED-')"])
+                         "assert f(1).endswith('7f3a')"])
     r = run1(ex, prog, tests, stop_on_first_failure=False)
     assert r.outcome is Outcome.WRONG_ANSWER, r
     assert r.passed == 0, r
@@ -257,9 +258,9 @@ def test_daemons_and_files_do_not_persist(ex):
 
 
 def test_stdio_exit_code_is_not_evidence(ex):
-    prog = "import os\nprint('42')\nos._exit(0)\n"  # right output, but no completion record
+    prog = "import os\nprint('42')\nos._exit(0)\n"  # exit 0, but the output never left its buffer
     r = run1(ex, prog, StdioTests(["\n"], ["42"]))
-    assert r.outcome is Outcome.RUNTIME_ERROR, r
+    assert r.outcome is Outcome.WRONG_ANSWER and r.stdout == "", r
     ok = "import sys\nprint(int(input()) * 2)\nsys.exit(0)\n"  # exit(0) after output is fine
     assert run1(ex, ok, StdioTests(["21\n"], ["42"])).outcome is Outcome.PASS
 
