@@ -168,3 +168,24 @@ def test_constant_reward_is_reported_as_degenerate(tmp_path):
                                  trainer={"degenerate_patience": 3, "steps": 10}))
     with pytest.raises(DegenerateSignal, match="every reward the estimator compares was equal.*None"):
         train(cfg)
+
+
+def test_warm_start_check_and_eval_accuracy_are_one_path(tmp_path, monkeypatch):
+    """The warm start's early-stopping number and the trainer's eval/accuracy come from the same
+    greedy evaluation: on the same model and held-out rows they are equal. A continuous reward
+    with eval_success_threshold null scores its mean, so the number is not a trivial 0."""
+    from llmrl.trainer.loop import evaluate, setup, warm_started_model
+
+    monkeypatch.setenv("LLMRL_CACHE_DIR", str(tmp_path / "cache"))
+    cfg = validate_recipe(recipe(
+        tmp_path, model={"name_or_path": "tiny://arithmetic",
+                         "warm_start": {"max_steps": 10, "eval_every": 5, "target_accuracy": None, "eval_size": 16,
+                                        "seed": 3, "num_examples": 256, "batch_size": 16}},
+        trainer={"eval_success_threshold": None}))
+    path = Path(warm_started_model(cfg, progress=False))
+    stats = json.loads((path / "warm_start.json").read_text())
+    run, _ = setup(cfg)
+    ours = evaluate(run, 0)
+    run.logger.close()
+    assert 0.0 < stats["accuracy"] < 1.0
+    assert ours["eval/accuracy"] == pytest.approx(stats["accuracy"], abs=1e-6)

@@ -1,4 +1,4 @@
-"""THR inside the RL trainer (spec /work/shared/specs/thr.md): p = 0 is plain GRPO bit for bit,
+"""THR inside the RL trainer (spec docs/thr.md): p = 0 is plain GRPO bit for bit,
 p != 0 logs its metrics and inspect dump, and THR works with LoRA, with prompt groups split
 across micro-batches and with the GSPO-token loss.
 
