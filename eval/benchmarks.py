@@ -261,14 +261,18 @@ class _Rename(ast.NodeTransformer):
         return ast.copy_location(ast.Name(id=self.new, ctx=node.ctx), node) if node.id == self.old else node
 
 
-def humaneval_tests(test: str, entry_point: str) -> AssertTests:
+def humaneval_tests(test: str, entry_point: str, prompt: str = "") -> AssertTests:
     """HumanEval's ``check(candidate)`` as sandbox asserts.
 
     When ``check``'s body is only ``assert`` statements (157 of 164 problems), each becomes
-    its own assert with ``candidate`` renamed to the entry point, so the sandbox decides it in
-    its trusted parent (an always-equal object returned by a hostile program cannot pass). The
-    other problems (loops, helpers inside ``check``) run ``check(entry_point)`` whole, which
-    the sandbox runs in the untrusted process (its weaker nonce-tagged path).
+    its own assert with ``candidate`` renamed to the entry point; the other problems (loops,
+    helpers inside ``check``) run ``check(entry_point)`` whole. Either way the sandbox's
+    trusted judge runs the test code and only the entry point is the program's.
+
+    Helper functions of the ``prompt`` that the tests use (``encode_cyclic`` in HumanEval/38,
+    ``encode_shift`` in /50, ``poly`` in /32) go into the setup code, with the prompt's
+    imports: the judge then uses the data set's own definitions, so a completion that
+    redefines the helper (``def encode_cyclic(s): return s``) cannot make the test trivial.
     """
     module = ast.parse(test)
     check = next((s for s in module.body if isinstance(s, ast.FunctionDef) and s.name == "check"), None)
@@ -277,10 +281,28 @@ def humaneval_tests(test: str, entry_point: str) -> AssertTests:
     param = check.args.args[0].arg if check.args.args else "candidate"
     body = [s for s in check.body if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))]
     rest = ast.unparse([s for s in module.body if s is not check])
+    helpers = _prompt_helpers(prompt, entry_point, test)
     if body and all(isinstance(s, ast.Assert) for s in body):
         asserts = [ast.unparse(_Rename(param, entry_point).visit(s)) for s in body]
-        return AssertTests(asserts=asserts, setup_code=rest)
-    return AssertTests(asserts=[f"check({entry_point})"], setup_code=test)
+        return AssertTests(asserts=asserts, setup_code="\n".join(x for x in (helpers, rest) if x))
+    return AssertTests(asserts=[f"check({entry_point})"], setup_code="\n".join(x for x in (helpers, test) if x))
+
+
+def _prompt_helpers(prompt: str, entry_point: str, test: str) -> str:
+    """The prompt's imports and those of its complete functions (not the entry point) that
+    the test code names; '' when there are none."""
+    if not prompt:
+        return ""
+    try:
+        tree = ast.parse(prompt)
+    except SyntaxError:
+        return ""
+    used = {n.id for n in ast.walk(ast.parse(test)) if isinstance(n, ast.Name)}
+    funcs = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name != entry_point and n.name in used]
+    if not funcs:
+        return ""
+    imports = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    return ast.unparse(imports + funcs)
 
 
 def load_humaneval(split: str = "test", *, style: Style = "completion",
@@ -302,7 +324,7 @@ def load_humaneval(split: str = "test", *, style: Style = "completion",
             text = ("Complete the following Python function.\n```python\n" + prompt + "```" + INSTRUCT_SUFFIX)
         else:
             text = prompt
-        out.append(CodeProblem(task_id=r["task_id"], prompt=text, tests=humaneval_tests(r["test"], r["entry_point"]),
+        out.append(CodeProblem(task_id=r["task_id"], prompt=text, tests=humaneval_tests(r["test"], r["entry_point"], prompt),
                                program_prefix=prompt, solutions=[r["canonical_solution"]],
                                meta={"entry_point": r["entry_point"]}))
     return out

@@ -265,3 +265,18 @@ def test_generic_forger_passes_no_benchmark_problem(ex):
         by.setdefault(r.id.split(":")[0] + ":" + r.id.split(":")[1].split("/")[0], []).append(r.outcome.value)
     print(json.dumps({k: {"problems": len(v), "passed": sum(o == "pass" for o in v)} for k, v in by.items()}))
     assert passed_any == {}, passed_any
+
+
+@pytest.mark.requires_data("humaneval")
+def test_redefined_prompt_helpers_do_not_pass(ex):
+    """HumanEval/32, /38, /50 test with a helper the prompt defines (poly, encode_cyclic,
+    encode_shift). The judge uses the data set's copy, so a completion that redefines the
+    helper to make the check trivial fails; the reference solutions still pass."""
+    from llmrl.eval.benchmarks import load_humaneval
+    ps = {p.task_id: p for p in load_humaneval()}
+    forge = {"HumanEval/38": "    return s\n\ndef encode_cyclic(s):\n    return s\n",
+             "HumanEval/50": "    return s\n\ndef encode_shift(s):\n    return s\n",
+             "HumanEval/32": "    return 0.0\n\ndef poly(xs, x):\n    return 0.0\n"}
+    rs = ex.run([Job(ps[t].program_prefix + c, ps[t].tests) for t, c in forge.items()]
+                + [Job(ps[t].program_prefix + ps[t].solutions[0], ps[t].tests) for t in forge])
+    assert [r.outcome for r in rs] == [Outcome.WRONG_ANSWER] * 3 + [Outcome.PASS] * 3, rs
