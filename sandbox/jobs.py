@@ -8,8 +8,8 @@ exceptions: a reward step must be able to score a fork bomb as "runtime_error" a
 Why the types look the way they do:
 
 * Tests come in the forms the benchmarks use (MBPP/HumanEval asserts, APPS stdin/stdout, APPS
-  call-based, a custom checker), because each needs a different verdict path in the trusted
-  parent: expected values never enter the untrusted process.
+  call-based, a custom checker), because each needs a different verdict path on the trusted
+  side: test code and expected values never enter the untrusted process.
 * Everything is JSON-serialisable (``to_dict`` / ``from_dict``) so the HTTP service and its
   client move the very same objects.
 
@@ -53,19 +53,14 @@ class Outcome(str, Enum):
 
 @dataclass(frozen=True)
 class AssertTests:
-    """MBPP / HumanEval style tests: ``assert`` statements run against the program.
+    """MBPP / HumanEval style tests: ``assert`` statements (or any test code, for example
+    ``check(entry_point)`` with HumanEval's ``check`` in ``setup_code``) run against the program.
 
-    ``assert CALL == LITERAL`` (either side) becomes a (call, expected) pair: only the call is
-    evaluated in the sandbox and the value is compared in the trusted parent, so the expected
-    value never enters the untrusted process. Other single ``assert`` statements (``assert
-    abs(f(x) - 0.5) < 1e-6``, ``assert f(x)``, ``assert math.isclose(...)``) are decided by
-    *record and replay*: the sandbox evaluates only the calls of program-defined functions and
-    reports their (strictly serialised) results; a fresh judge process that never ran untrusted
-    code replays the assert against those recorded values. Anything else (several statements,
-    loops) runs in the sandbox and reports a nonce-tagged record (weaker; said in ``detail``).
-
-    ``setup_code`` (MBPP ``test_setup_code``, HumanEval helper defs) runs before the asserts, in
-    the sandbox and, for replayed asserts, in the judge.
+    The test code runs in the sandbox's trusted judge, never in the program's process; each
+    name the program defines is a proxy there whose calls return strictly serialised values
+    (see docs/sandbox.md). ``setup_code`` (MBPP ``test_setup_code``, HumanEval helpers and
+    ``check``) runs in the judge before the asserts; the program's process only gets its
+    import statements.
     """
 
     asserts: list[str]

@@ -1,9 +1,9 @@
-"""Trusted-side test planning and comparison. Nothing here ever runs untrusted code.
+"""Trusted-side comparison and test analysis. Nothing here ever runs untrusted code.
 
-* :func:`plan_asserts` turns assert lines into what the sandbox must evaluate, keeping expected
-  values on this side: ``assert CALL == LITERAL`` -> evaluate ``CALL`` only; other single
-  asserts -> evaluate only the calls of program-defined functions and replay the assert in a
-  judge; anything else -> run in the sandbox (weak, reported as such).
+* :func:`plan_asserts` classifies assert lines (``assert CALL == LITERAL`` -> pair, other
+  single asserts -> replay, anything else -> stmt). The local executor no longer needs it --
+  every test runs in its trusted judge (``_judge.py``) -- it is kept for callers that analyse
+  tests (for example to see which asserts compare with a literal).
 * :func:`apps_stdio_equal` and :func:`apps_call_equal` follow the original APPS harness.
 
 >>> p = plan_asserts(["assert add(1, 2) == 3"], "", "def add(a, b):\\n    return a + b")[0]
