@@ -139,6 +139,8 @@ def test_lora_trains_only_adapter_weights(tmp_path):
     after = trainable(tmp_path / "run" / "checkpoints" / "step_0000002")
     assert after and all("lora_" in k for k in after), "a LoRA checkpoint holds the adapters only, not the frozen base"
     assert any("lora_B" in k and v.abs().sum() > 0 for k, v in after.items()), "lora_B must move from its zero init"
+    adapter = json.loads((tmp_path / "run" / "final" / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == "tiny://arithmetic", "final/ must name the base as the user gave it"
 
     run, state = setup(validate_recipe(recipe(tmp_path / "again", model={"lora": {"r": 4, "alpha": 8}})))
     rl_step(run, state, 1)
@@ -189,3 +191,24 @@ def test_warm_start_check_and_eval_accuracy_are_one_path(tmp_path, monkeypatch):
     run.logger.close()
     assert 0.0 < stats["accuracy"] < 1.0
     assert ours["eval/accuracy"] == pytest.approx(stats["accuracy"], abs=1e-6)
+
+
+def test_lora_on_a_warm_start_saves_a_final_model_that_loads_without_the_cache(tmp_path, monkeypatch):
+    """The warm-started base lives in the local cache; final/ must not depend on it."""
+    import shutil
+
+    from llmrl.models.load import load_model_and_tokenizer
+
+    monkeypatch.setenv("LLMRL_CACHE_DIR", str(tmp_path / "cache"))
+    cfg = validate_recipe(recipe(
+        tmp_path, model={"name_or_path": "tiny://arithmetic", "lora": {"r": 4, "alpha": 8},
+                         "warm_start": {"max_steps": 2, "eval_every": 2, "target_accuracy": None, "eval_size": 8,
+                                        "num_examples": 64, "batch_size": 16}},
+        trainer={"steps": 1, "eval_every": 0}))
+    train(cfg)
+    final = tmp_path / "run" / "final"
+    base = json.loads((final / "adapter_config.json").read_text())["base_model_name_or_path"]
+    assert str(tmp_path / "cache") not in base
+    shutil.rmtree(tmp_path / "cache" / "warm_start")
+    model, _ = load_model_and_tokenizer(str(final), device="cpu")
+    assert any("lora_" in n for n, _ in model.named_parameters())

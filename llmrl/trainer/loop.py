@@ -352,9 +352,9 @@ def train(cfg: RecipeConfig, *, resume: bool = False) -> dict[str, Any]:
     after = evaluate(run, steps)
     run.logger.metrics(steps, {**after, "final": 1})
     save(run, state, steps)
-    final_dir = run.output_dir / "final"
-    run.policy.save_pretrained(final_dir)
-    run.tokenizer.save_pretrained(final_dir)
+    from llmrl.models.load import save_final
+
+    final_dir = save_final(run.policy, run.tokenizer, run.output_dir / "final")  # LoRA: names its base as given
     run.logger.close()
     if cfg.logging.plot:
         plot_curves(run.output_dir / "metrics.jsonl", run.output_dir / "curves.png", title=f"{cfg.data.name}: {cfg.algorithm.advantage}")
