@@ -94,9 +94,41 @@ def _model_problems(cfg: RecipeConfig) -> list[str]:
     return problems
 
 
+def _device_problems(cfg: RecipeConfig) -> list[str]:
+    import torch
+
+    name = cfg.trainer.device
+    if name == "auto":
+        return []
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        return [f"trainer.device: {name!r} is not a device. Allowed: auto, cpu, cuda, cuda:N"]
+    if device.type == "cuda" and not torch.cuda.is_available():
+        return [f"trainer.device: {name!r} but CUDA is not available on this machine; use 'cpu' or 'auto'"]
+    return []
+
+
+def _output_dir_problems(cfg: RecipeConfig) -> list[str]:
+    import os
+    from pathlib import Path
+
+    out = Path(cfg.trainer.output_dir).expanduser()
+    if out.exists() and not out.is_dir():
+        return [f"trainer.output_dir: {out} is a file; choose a folder"]
+    parent = out
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        return [f"trainer.output_dir: {out} cannot be created: {parent} is a file; choose another folder"]
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return [f"trainer.output_dir: {out} cannot be written ({parent} is not writable); choose another folder"]
+    return []
+
+
 def recipe_problems(cfg: RecipeConfig) -> list[str]:
     """Every reference problem of a schema-valid recipe (empty list: fine)."""
     from llmrl.rewards.registry import check_reward_specs
 
-    return [*_model_problems(cfg), *check_reward_specs(cfg.rewards), *_data_problems(cfg), *_engine_problems(cfg),
+    return [*_model_problems(cfg), *_device_problems(cfg), *_output_dir_problems(cfg), *check_reward_specs(cfg.rewards), *_data_problems(cfg), *_engine_problems(cfg),
             *_optimizer_problems(cfg)]

@@ -29,6 +29,10 @@ _NAME = re.compile(r"^step_(\d+)$")
 WEIGHTS, STATE = "trainable.safetensors", "state.pt"
 
 
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint could not be written (disk full, permissions); earlier ones are intact."""
+
+
 def rng_state() -> dict[str, Any]:
     kind, key, pos, has_gauss, gauss = np.random.get_state()
     state: dict[str, Any] = {
@@ -82,12 +86,20 @@ def save_checkpoint(output_dir: str | Path, step: int, model: torch.nn.Module, s
     final = folder / f"step_{step:07d}"
     tmp = folder / f".step_{step:07d}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_file(trainable_state(model), str(tmp / WEIGHTS))
-    torch.save({**state, "step": step, "rng": rng_state()}, tmp / STATE)
-    for f in (WEIGHTS, STATE):
-        with open(tmp / f, "rb") as fh:
-            os.fsync(fh.fileno())
+    try:
+        tmp.mkdir()
+        save_file(trainable_state(model), str(tmp / WEIGHTS))
+        torch.save({**state, "step": step, "rng": rng_state()}, tmp / STATE)
+        for f in (WEIGHTS, STATE):
+            with open(tmp / f, "rb") as fh:
+                os.fsync(fh.fileno())
+    except (OSError, RuntimeError) as exc:  # disk full, quota, permissions (torch.save wraps some as RuntimeError)
+        shutil.rmtree(tmp, ignore_errors=True)
+        previous = list_checkpoints(output_dir)
+        raise CheckpointWriteError(
+            f"could not write the checkpoint of step {step} to {folder} ({type(exc).__name__}: {exc}). "
+            f"Nothing was replaced: the newest checkpoint is {previous[-1] if previous else 'none'}. "
+            "Free space (or fix permissions) and continue with --resume.") from exc
     if final.exists():  # re-saving a step (e.g. the final one after a resume at that step)
         shutil.rmtree(final)
     os.replace(tmp, final)

@@ -48,7 +48,9 @@ def run_recipe(recipe: Path, overrides: list[str], resume: bool, *, debug: bool 
             import traceback
 
             traceback.print_exc()
-        if isinstance(exc, (TrainingDiverged, DegenerateSignal)):
+        from llmrl.trainer.checkpoint import CheckpointWriteError
+
+        if isinstance(exc, (TrainingDiverged, DegenerateSignal, CheckpointWriteError)):
             _fail(f"error: {exc}", 1)
         if isinstance(exc, (ValueError, FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError)):
             # configuration that only shows at setup (missing model or data file, dataset column, ...)
