@@ -33,7 +33,7 @@ __all__ = ["score_problem_samples", "evaluate_completions", "summarize", "render
 RESULTS_FILE, SUMMARY_FILE = "results.jsonl", "summary.json"
 # Bump when a change here can change a verdict or a metric: saved results of another version
 # are never resumed (``llmrl eval`` keys its output folders by it).
-HARNESS_VERSION = 1
+HARNESS_VERSION = 2  # 2: judged in the sandbox's trusted judge; APPS compared as the original harness
 
 
 @dataclass

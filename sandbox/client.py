@@ -24,7 +24,9 @@ from llmrl.sandbox.jobs import (
     AssertTests, CallTests, CheckerTests, Job, JobResult, Outcome, SandboxError, StdioTests,
     TestResult,
 )
-from llmrl.sandbox.verdict import apps_call_equal, apps_stdio_equal, plan_asserts, values_equal
+from llmrl.sandbox.verdict import (
+    apps_call_equal, apps_call_inputs, apps_stdio_equal, plan_asserts, values_equal,
+)
 
 
 def _run_sync(coro: Any) -> Any:
@@ -205,17 +207,37 @@ _rec(t="done")
 '''
 
 
+def _parse_records(text: str, nonce: str) -> list[dict]:
+    """Records carrying this run's nonce; anything else the program printed is ignored."""
+    prefix = nonce + " "
+    out = []
+    for line in text.split("\n"):
+        if line.startswith(prefix):
+            try:
+                r = json.loads(line[len(prefix):])
+            except (ValueError, RecursionError):
+                continue
+            if type(r) is dict and type(r.get("t")) is str:
+                out.append(r)
+    return out
+
+
 class SandboxFusionExecutor:
     """Jobs on a SandboxFusion server (``POST {url}/run_code``), judged on this side.
 
-    Assert tests: ``==``/``is`` asserts are evaluated remotely as calls and compared here;
-    other asserts run remotely as statements (weaker; SandboxFusion offers no separate judge
-    process). Call-based and stdio tests are compared here with the APPS rules. Note that
-    SandboxFusion isolates only when deployed in its container.
+    Assert tests: ``==``/``is`` asserts are evaluated remotely as calls and compared here
+    (expected values never leave this side). Any other test code (``check(candidate)``, loops,
+    tolerances) would have to run *inside* the remote program's process, where the program
+    can forge its records, and SandboxFusion's one-shot ``run_code`` cannot host a separate
+    judge: such tests score ``sandbox_error`` unless ``allow_in_process_asserts=True`` (then
+    they are forgeable: do not use that for RL rewards). Call-based and stdio tests are
+    compared here with the APPS rules. SandboxFusion isolates only when deployed in its
+    container.
     """
 
     def __init__(self, url: str, *, concurrency: int = 8, timeout_s: float = 120.0,
-                 language: str = "python") -> None:
+                 language: str = "python", allow_in_process_asserts: bool = False) -> None:
+        self.allow_in_process_asserts = allow_in_process_asserts
         self.url = url.rstrip("/")
         self.concurrency = concurrency
         self.timeout_s = timeout_s
@@ -265,7 +287,7 @@ class SandboxFusionExecutor:
                 elif status != "Finished" or (res.get("run_result") or {}).get("return_code") != 0:
                     tr = TestResult(i, Outcome.RUNTIME_ERROR, f"{status}: {err[-300:]}")
                 else:
-                    ok = apps_stdio_equal(out, exp)
+                    ok = apps_stdio_equal(out, exp, t.compare)
                     tr = TestResult(i, Outcome.PASS if ok else Outcome.WRONG_ANSWER)
                 tests.append(tr)
                 if tr.outcome is not Outcome.PASS and job.stop_on_first_failure:
@@ -273,19 +295,24 @@ class SandboxFusionExecutor:
             return _compose(tests, len(t.inputs), out if tests else "", "")
         if isinstance(t, AssertTests):
             plans = plan_asserts(t.asserts, t.setup_code, job.program)
+            if not self.allow_in_process_asserts and any(p.kind not in ("pair", "is") for p in plans):
+                return JobResult.sandbox_error(
+                    "these asserts need a trusted judge, which SandboxFusion cannot host (the "
+                    "program could forge them); use the local or HTTP executor, or "
+                    "allow_in_process_asserts=True", total=len(plans))
             steps = [p.step if p.kind in ("pair", "is") else {"k": "stmt", "src": p.src} for p in plans]
             setup = t.setup_code
         else:
             plans = None
-            steps = [{"k": "call", "fn": t.fn_name, "args": json.dumps(a)} for a in t.inputs]
+            steps = [{"k": "call", "fn": t.fn_name, "args": json.dumps(apps_call_inputs(a, t.compare))}
+                     for a in t.inputs]
             setup = ""
         nonce = secrets.token_hex(16)
         code = (f"_NONCE = {nonce!r}\n_SERIAL_SRC = {_SERIAL_SRC!r}\n_PROGRAM = {job.program!r}\n"
                 f"_SETUP = {setup!r}\n_STEPS = {steps!r}\n" + _HARNESS)
         res = await self._run_code(s, code, "", lim.time_total_s)
         status, out, err = self._run_status(res)
-        from llmrl.sandbox.local import parse_records
-        recs = parse_records(out, nonce)
+        recs = _parse_records(out, nonce)
         first = {}
         for r in recs:
             if type(r.get("i")) is int and r["t"] != "start":
@@ -314,7 +341,7 @@ class SandboxFusionExecutor:
                     tests.append(TestResult(i, Outcome.WRONG_ANSWER, "malformed value"))
                     continue
                 if plans is None:
-                    ok = apps_call_equal(got, t.outputs[i])
+                    ok = apps_call_equal(got, t.outputs[i], t.compare)
                 elif plans[i].kind == "is":
                     ok = got is plans[i].expected
                 else:

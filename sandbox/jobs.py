@@ -74,30 +74,43 @@ class AssertTests:
 class StdioTests:
     """APPS standard-input format: run the program once per case with ``inputs[i]`` on stdin.
 
-    Output is compared as the original APPS harness does: trailing whitespace stripped per
-    line, then token-wise, then floats with ``allclose``.
+    ``compare="apps"`` (default) judges the captured stdout exactly as the original APPS
+    harness does, late fallbacks included (floats with allclose, then line- and token-order-
+    insensitive sets of tokens, then tokens rounded to 3 decimals), so scores are comparable
+    with published ones. ``compare="apps_fixed"`` is order-sensitive: lines with trailing
+    whitespace stripped, then tokens, then float tokens with allclose (docs/code.md).
     """
 
     inputs: list[str]
     outputs: list[str]
+    compare: str = "apps"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": "stdio", "inputs": list(self.inputs), "outputs": list(self.outputs)}
+        d: dict[str, Any] = {"kind": "stdio", "inputs": list(self.inputs), "outputs": list(self.outputs)}
+        if self.compare != "apps":
+            d["compare"] = self.compare
+        return d
 
 
 @dataclass(frozen=True)
 class CallTests:
     """APPS call-based format: ``Solution().<fn_name>(*inputs[i])`` if the program defines a
-    class ``Solution``, else ``<fn_name>(*inputs[i])``; compared with ``out == expected`` or
-    ``out == expected[0]``, tuples compared as lists."""
+    class ``Solution``, else ``<fn_name>(*inputs[i])``. ``compare="apps"`` (default) is the
+    original harness: a first dict argument / expected dict gets int keys, a returned tuple is
+    compared as a list, with ``expected`` or ``expected[0]``; ``compare="apps_fixed"`` converts
+    tuples at every depth and keeps every argument (docs/code.md)."""
 
     fn_name: str
     inputs: list[list]
     outputs: list
+    compare: str = "apps"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": "call", "fn_name": self.fn_name, "inputs": list(self.inputs),
-                "outputs": list(self.outputs)}
+        d: dict[str, Any] = {"kind": "call", "fn_name": self.fn_name, "inputs": list(self.inputs),
+                             "outputs": list(self.outputs)}
+        if self.compare != "apps":
+            d["compare"] = self.compare
+        return d
 
 
 @dataclass(frozen=True)
@@ -130,7 +143,7 @@ def tests_from_dict(d: dict[str, Any]) -> Tests:
                                setup_code=_str(d.get("setup_code", ""), "setup_code"))
         if kind == "stdio":
             return StdioTests(inputs=_str_list(d["inputs"], "inputs"),
-                              outputs=_str_list(d["outputs"], "outputs"))
+                              outputs=_str_list(d["outputs"], "outputs"), compare=_compare(d))
         if kind == "call":
             inputs = d["inputs"]
             if not isinstance(inputs, list) or not all(isinstance(x, list) for x in inputs):
@@ -138,7 +151,7 @@ def tests_from_dict(d: dict[str, Any]) -> Tests:
             if not isinstance(d["outputs"], list):
                 raise ValueError("tests.outputs must be a list")
             return CallTests(fn_name=_str(d["fn_name"], "fn_name"), inputs=inputs,
-                             outputs=d["outputs"])
+                             outputs=d["outputs"], compare=_compare(d))
         if kind == "checker":
             data = d.get("data")
             if data is not None and not isinstance(data, list):
@@ -148,6 +161,13 @@ def tests_from_dict(d: dict[str, Any]) -> Tests:
     except KeyError as e:
         raise ValueError(f"tests of kind {kind!r} need the key {e.args[0]!r}") from None
     raise ValueError(f"tests.kind must be one of assert, stdio, call, checker; got {kind!r}")
+
+
+def _compare(d: dict[str, Any]) -> str:
+    c = d.get("compare", "apps")
+    if c not in ("apps", "apps_fixed"):
+        raise ValueError(f"tests.compare must be 'apps' or 'apps_fixed', got {c!r}")
+    return c
 
 
 def _str(x: Any, name: str) -> str:

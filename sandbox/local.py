@@ -37,7 +37,7 @@ from llmrl.sandbox.jobs import (
     AssertTests, CallTests, CheckerTests, Job, JobResult, Limits, Outcome, SandboxError,
     StdioTests, TestResult,
 )
-from llmrl.sandbox.verdict import apps_call_equal, apps_stdio_equal
+from llmrl.sandbox.verdict import apps_call_equal, apps_call_inputs, apps_stdio_equal
 
 log = logging.getLogger("llmrl.sandbox")
 
@@ -487,7 +487,7 @@ class _JobRun:
                 got = _serial.from_plain(r.get("v"))
             except ValueError as e:
                 return TestResult(i, Outcome.WRONG_ANSWER, f"malformed result: {e}", ts)
-            ok = apps_call_equal(got, t.outputs[i])
+            ok = apps_call_equal(got, t.outputs[i], t.compare)
             return TestResult(i, Outcome.PASS if ok else Outcome.WRONG_ANSWER,
                               "" if ok else f"got {_short(got)}", ts)
         oc = {"pass": Outcome.PASS, "fail": Outcome.WRONG_ANSWER, "error": Outcome.RUNTIME_ERROR,
@@ -516,7 +516,8 @@ class _JobRun:
                     f"CallTests has {len(t.inputs)} inputs but {len(t.outputs)} outputs")
             n = len(t.inputs)
             spec = {"kind": "serve", "program": program, "imports": "", "prelude": True}
-            judge = {"op": "serve", "mode": "call", "fn_name": t.fn_name, "inputs": list(t.inputs)}
+            judge = {"op": "serve", "mode": "call", "fn_name": t.fn_name,
+                     "inputs": [apps_call_inputs(a, t.compare) for a in t.inputs]}
         results: dict[int, TestResult] = {}
         start = 0
         while start < n:
@@ -569,7 +570,7 @@ class _JobRun:
                 # The output was captured by the fork server from the program's stdout pipe.
                 out = reply.get("stdout", "")
                 if isinstance(t, StdioTests):
-                    ok = apps_stdio_equal(out, t.outputs[i])
+                    ok = apps_stdio_equal(out, t.outputs[i], t.compare)
                     results[i] = TestResult(i, Outcome.PASS if ok else Outcome.WRONG_ANSWER,
                                             "" if ok else f"output {_short(out)}", ts)
                 else:

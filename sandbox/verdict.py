@@ -20,7 +20,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["AssertPlan", "plan_asserts", "values_equal", "apps_stdio_equal", "apps_call_equal"]
+__all__ = ["AssertPlan", "plan_asserts", "values_equal", "apps_stdio_equal", "apps_call_equal",
+           "apps_call_inputs", "COMPARE_MODES"]
 
 _MISSING = object()
 
@@ -158,19 +159,77 @@ def values_equal(got: Any, expected: Any) -> bool:
 
 
 # ---------------------------------------------------------------------------- APPS compare
-def _float_close(a: str, b: str) -> bool:
+# ``compare="apps"`` (the default) is the original APPS harness (hendrycks/apps
+# eval/testing_util.py) corner for corner, so pass@k stays comparable with published numbers.
+# ``compare="apps_fixed"`` removes what is plainly a bug there (see docs/code.md).
+COMPARE_MODES = ("apps", "apps_fixed")
+
+
+def _close(x: float, y: float) -> bool:
+    """numpy.isclose with its defaults (rtol=1e-5, atol=1e-8): equal infinities are close,
+    NaN is close to nothing."""
+    if x == y:
+        return True
+    if math.isnan(x) or math.isnan(y) or math.isinf(x) or math.isinf(y):
+        return False
+    return abs(x - y) <= 1e-8 + 1e-5 * abs(y)
+
+
+def _allclose(xs: list[float], ys: list[float]) -> bool:
+    return len(xs) == len(ys) and all(_close(x, y) for x, y in zip(xs, ys))
+
+
+def _floats(items: list[str]) -> list[float] | None:
     try:
-        x, y = float(a), float(b)
-    except ValueError:
-        return False
-    if math.isnan(x) or math.isnan(y):
-        return False
-    return abs(x - y) <= 1e-8 + 1e-5 * abs(y)  # numpy.allclose defaults (rtol=1e-5, atol=1e-8)
+        return [float(t) for t in items]
+    except (ValueError, OverflowError):
+        return None
 
 
-def apps_stdio_equal(output: str, expected: str) -> bool:
-    """APPS standard-output comparison: per line with trailing whitespace stripped (ignoring
-    trailing blank lines), then token-wise, then tokens as floats with allclose."""
+def _rounded(sets: list[set[str]]) -> set[frozenset] | None:
+    try:
+        return {frozenset(round(float(t), 3) for t in s) for s in sets}
+    except (ValueError, OverflowError):
+        return None
+
+
+def _stdio_original(output: str, expected: str) -> bool:
+    """The original's sequence of fallbacks, on the captured stdout (its lines, as
+    ``splitlines()`` gives them) and the expected text."""
+    lines = output.splitlines()
+    want = expected.strip()
+    # 1. the whole text, stripped, as printed or with every line stripped
+    if "\n".join(lines).strip() == want or "\n".join(x.strip() for x in lines).strip() == want:
+        return True
+    # 2. one printed line equal to the whole expected text
+    if lines == [expected]:
+        return True
+    # 3. expected as its lines split on "\n", empty ones dropped *before* stripping (so a
+    #    whitespace-only expected line stays, as ""), against the printed lines as they are
+    exp = [x.strip() for x in expected.split("\n") if x]
+    if lines == exp:
+        return True
+    # 4. printed lines without empty ones (not stripped); then each line as one float
+    out = [x for x in lines if x]
+    if out == exp:
+        return True
+    fo, fe = _floats(out), _floats(exp)
+    if fo is not None and fe is not None and _allclose(fo, fe):
+        return True
+    # 5. line-insensitive: the *set* of per-line token *sets* (order of lines and of tokens,
+    #    and repeats, ignored)
+    exp_sets = [set(x.split()) for x in exp]
+    out_sets = [set(x.split()) for x in out if x.split()]
+    if {frozenset(x) for x in out_sets} == {frozenset(x) for x in exp_sets}:
+        return True
+    # 6. the same with every token a float rounded to 3 decimals
+    ro, re_ = _rounded(out_sets), _rounded(exp_sets)
+    return ro is not None and re_ is not None and ro == re_
+
+
+def _stdio_fixed(output: str, expected: str) -> bool:
+    """Order-sensitive: lines with trailing whitespace stripped (trailing blank lines
+    ignored), else the same tokens, else tokens equal as floats with numpy's allclose."""
     a = [line.rstrip() for line in output.rstrip().splitlines()]
     b = [line.rstrip() for line in expected.rstrip().splitlines()]
     if a == b:
@@ -180,7 +239,65 @@ def apps_stdio_equal(output: str, expected: str) -> bool:
         return True
     if len(ta) != len(tb) or not ta:
         return False
-    return all(x == y or _float_close(x, y) for x, y in zip(ta, tb))
+    for x, y in zip(ta, tb):
+        if x != y:
+            f = _floats([x, y])
+            if f is None or not _close(f[0], f[1]):
+                return False
+    return True
+
+
+def apps_stdio_equal(output: str, expected: str, compare: str = "apps") -> bool:
+    """APPS standard-output comparison of a program's captured stdout with the expected text.
+
+    ``compare="apps"``: the original harness, including its late fallbacks: each line as one
+    float (allclose), then the set of per-line token sets (line order, token order and
+    repeated lines ignored), then the same with tokens rounded to 3 decimals.
+    ``compare="apps_fixed"``: order-sensitive lines, tokens, and float tokens (allclose).
+    """
+    if compare == "apps_fixed":
+        return _stdio_fixed(output, expected)
+    return _stdio_original(output, expected)
+
+
+def _int_keys(d: dict) -> dict:
+    return {int(k): v for k, v in d.items()}
+
+
+def apps_call_inputs(args: list, compare: str = "apps") -> list:
+    """The original undoes JSON's string dict keys: when the first argument is a dict with
+    integer-like keys, the arguments become ``[that dict with int keys]`` (it drops any other
+    argument, a bug kept by default). ``apps_fixed`` converts every such dict argument."""
+    if compare == "apps_fixed":
+        out = []
+        for a in args:
+            if type(a) is dict:
+                try:
+                    a = _int_keys(a)
+                except (ValueError, TypeError):
+                    pass
+            out.append(a)
+        return out
+    if args and type(args[0]) is dict:
+        try:
+            return [_int_keys(args[0])]
+        except (ValueError, TypeError):
+            pass
+    return args
+
+
+def _expected_original(gt: Any) -> Any:
+    if type(gt) is dict:
+        try:
+            gt = [_int_keys(gt)]
+        except (ValueError, TypeError):
+            pass
+    if type(gt) is list and gt and type(gt[0]) is dict:
+        try:
+            gt = [_int_keys(gt[0])]
+        except (ValueError, TypeError):
+            pass
+    return gt
 
 
 def _tuples_to_lists(x: Any) -> Any:
@@ -191,13 +308,38 @@ def _tuples_to_lists(x: Any) -> Any:
     return x
 
 
-def apps_call_equal(output: Any, expected: Any) -> bool:
-    """APPS call-based comparison: ``out == expected`` or ``out == expected[0]`` (ground truth
-    is often wrapped in a list), tuples compared as lists."""
-    out = _tuples_to_lists(output)
-    if values_equal(out, expected):
+def apps_call_equal(output: Any, expected: Any, compare: str = "apps") -> bool:
+    """APPS call-based comparison of a (strictly deserialised) return value.
+
+    ``compare="apps"`` (the original): expected dicts get int keys (wrapped in a list); a
+    returned tuple becomes a list (one level); pass if ``out == expected`` or ``out ==
+    expected[0]``, or, for a sequence of tuples, ``[list(x) for x in out] == expected[0]``.
+    ``compare="apps_fixed"``: tuples become lists at every depth, dict keys as in the data
+    or int-converted, compared with ``expected`` and ``expected[0]``.
+    """
+    if compare == "apps_fixed":
+        out = _tuples_to_lists(output)
+        gts = [expected]
+        if type(expected) is dict:
+            try:
+                gts.append(_int_keys(expected))
+            except (ValueError, TypeError):
+                pass
+        if type(expected) is list and expected:
+            gts.append(expected[0])
+        return any(values_equal(out, g) for g in gts)
+    gt = _expected_original(expected)
+    out = list(output) if type(output) is tuple else output
+    if values_equal(out, gt):
         return True
-    return type(expected) is list and len(expected) > 0 and values_equal(out, expected[0])
+    if type(gt) is list and gt and values_equal(out, gt[0]):
+        return True
+    try:
+        if type(out[0]) is tuple:
+            return values_equal([list(x) for x in out], gt[0])
+    except Exception:  # noqa: BLE001 - the original ignores any error here
+        pass
+    return False
 
 
 _BUILTIN_NAMES = frozenset(dir(builtins))
