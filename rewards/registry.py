@@ -5,13 +5,14 @@ heavy rewards (sandbox, judges) cost nothing when unused. Any ``package.module:f
 too, which is how users plug in their own (TRL-compatible) reward functions."""
 from __future__ import annotations
 
-import difflib
-import importlib
 from typing import Callable
+
+from llmrl.imports import resolve_callable
 
 REWARDS: dict[str, str] = {
     "math": "llmrl.rewards.math:math_reward",
-    "format": "llmrl.rewards.format:format_reward",
+    "think_answer_format": "llmrl.rewards.format:think_answer_format_reward",
+    "boxed_format": "llmrl.rewards.format:boxed_format_reward",
     "code": "llmrl.rewards.code:code_reward",
 }
 
@@ -25,21 +26,7 @@ def register_reward(name: str, target: str) -> None:
 
 def resolve_reward(name: str) -> Callable:
     """The callable for a registered name or a 'module:function' import path."""
-    target = REWARDS.get(name, name)
-    if ":" not in target:
-        close = difflib.get_close_matches(name, REWARDS, n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise ValueError(
-            f"rewards.name: unknown reward {name!r}.{hint} Use one of {sorted(REWARDS)} or 'package.module:function'."
-        )
-    module, _, attr = target.partition(":")
-    try:
-        fn = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ValueError(f"rewards.name: cannot import {target!r} ({exc}); check the module path and function name") from None
-    if not callable(fn):
-        raise ValueError(f"rewards.name: {target!r} is not callable")
-    return fn
+    return resolve_callable(name, REWARDS, key="rewards.name", what="reward")
 
 
 # Names the trainer passes to every reward: a recipe's ``args`` may not set them.

@@ -44,3 +44,15 @@ def pytest_runtest_setup(item):
     if os.environ.get(REQUIRE_ENV) == "1":
         pytest.fail(f"{why} (${REQUIRE_ENV}=1: a missing data set is an error)", pytrace=False)
     pytest.skip(f"{why} (set ${REQUIRE_ENV}=1 to make this an error)")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for the module's tests: tiny tensors gain nothing from more, and on a
+    shared 2-core machine contending threads turn a 0.1 s case into 2 s. Also deterministic."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

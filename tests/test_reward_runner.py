@@ -98,3 +98,10 @@ def test_async_rewards_share_one_event_loop_across_calls():
 def test_duplicate_reward_names_are_refused():
     with pytest.raises(ValueError, match="two rewards are named 'length_reward'"):
         _fns({"name": "reward_fixtures:length_reward"}, {"name": "reward_fixtures:length_reward", "weight": 2})
+
+
+def test_every_registered_reward_resolves():
+    from llmrl.rewards.registry import REWARDS
+
+    for name in REWARDS:
+        assert callable(resolve_reward(name)), name

@@ -19,12 +19,7 @@ from llmrl.trainer.token_weighting import TokenWeighting
 from llmrl.trainer.updater import ParamSet, Updater, build_optimizer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

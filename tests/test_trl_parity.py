@@ -132,14 +132,7 @@ CASES = [  # (TRL loss_type, importance_sampling_level, our policy_loss kind)
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny tensors: on a shared 2-core machine, intra-op threads contending with other processes
-    # turn a 0.1 s case into 2 s. One thread is also deterministic.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def trl_and_ours(model_dir, output_dir, *, loss_type: str, level: str, kind: str, beta: float):

@@ -49,15 +49,6 @@ def build_engine(kind: str, model, tokenizer, *, max_prompt_length: int, generat
 
 def resolve_engine(kind: str):
     """The factory of a 'module:factory' engine name; ValueError naming the key otherwise."""
-    import importlib
+    from llmrl.imports import resolve_callable
 
-    if ":" not in kind:
-        raise ValueError(f"rollout.engine: unknown engine {kind!r}; allowed: hf, vllm, or 'package.module:factory'")
-    module, _, attr = kind.partition(":")
-    try:
-        factory = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ValueError(f"rollout.engine: cannot import {kind!r} ({exc})") from None
-    if not callable(factory):
-        raise ValueError(f"rollout.engine: {kind!r} is not callable")
-    return factory
+    return resolve_callable(kind, {}, key="rollout.engine", what="engine", also=("hf", "vllm"))
