@@ -33,7 +33,7 @@ def test_set_list_index_out_of_range_or_not_a_number():
     ("2024-01-01", "2024-01-01"),     # YAML would make this a datetime.date
     ("x # note", "x # note"),         # YAML would drop the text after '#'
     ("1e-4", 1e-4), ("4", 4), ("-2", -2), ("0.5", 0.5), ("true", True), ("False", False),
-    ("null", None), ("[1, 2]", [1, 2]), ("{a: 1}", {"a": 1}), ("yes", "yes"), ("+-", "+-"),
+    ("null", None), ("none", "none"), ("[1, 2]", [1, 2]), ("{a: 1}", {"a": 1}), ("yes", "yes"), ("+-", "+-"),
 ])
 def test_set_values_are_kept_as_typed(raw, expected):
     assert parse_override(f"data.args.x={raw}") == (["data", "args", "x"], expected)

@@ -28,8 +28,8 @@ def parse_value(raw: str) -> Any:
     as YAML flow collections, everything else is kept verbatim as a string (so ``a: b``, a date
     or ``x # y`` is not turned into a mapping, a date or a truncated string).
 
-    >>> parse_value("1e-4"), parse_value("4"), parse_value("true"), parse_value("null")
-    (0.0001, 4, True, None)
+    >>> parse_value("1e-4"), parse_value("4"), parse_value("true"), parse_value("null"), parse_value("none")
+    (0.0001, 4, True, None, 'none')
     >>> parse_value("a: b"), parse_value("2024-01-01"), parse_value("x # y"), parse_value("[1, 2]")
     ('a: b', '2024-01-01', 'x # y', [1, 2])
     """
@@ -40,7 +40,7 @@ def parse_value(raw: str) -> Any:
         return float(s.replace(".inf", "inf").replace(".INF", "inf").replace(".nan", "nan").replace(".NAN", "nan"))
     if s.lower() in ("true", "false"):
         return s.lower() == "true"
-    if s.lower() in ("null", "~", "none"):
+    if s.lower() in ("null", "~"):  # not "none": it is a value of several keys (token_weighting.type: none)
         return None
     if s[:1] in "[{" and "#" not in s:
         try:
