@@ -157,7 +157,7 @@ def _format_error(err: dict[str, Any]) -> str:
         return f"{key}: unknown key.{hint} Allowed here: {', '.join(allowed)}"
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "value_error" and not loc:
-        return msg.replace("; ", "\n  - ")
+        return msg  # the schema's cross-field rules, already one per line
     bad = err.get("input")
     shown = "" if isinstance(bad, dict) else f" (got {bad!r})"
     return f"{key}: {msg}{shown}"
@@ -169,7 +169,7 @@ def validate_recipe(raw: dict[str, Any], *, source: str = "recipe") -> RecipeCon
     try:
         cfg = RecipeConfig.model_validate(raw)
     except ValidationError as exc:
-        lines = [_format_error(e) for e in exc.errors()]
+        lines = [line for e in exc.errors() for line in _format_error(e).split("\n  - ")]
         raise RecipeError(f"{source}: {len(lines)} problem(s):\n  - " + "\n  - ".join(lines)) from None
     from llmrl.config.validate import recipe_problems
 

@@ -218,10 +218,28 @@ class RecipeConfig(Section):
             )
         if tw.schedule == "linear" and tw.p_end is None:
             errors.append("algorithm.token_weighting.p_end: required when schedule is 'linear'")
+        if alg.clip_eps_high < alg.clip_eps_low:
+            errors.append(f"algorithm.clip_eps_high: {alg.clip_eps_high} is below algorithm.clip_eps_low "
+                          f"({alg.clip_eps_low}), but the upper clip range cannot be narrower than the lower "
+                          f"one (DAPO clip-higher raises it). Allowed: clip_eps_high >= {alg.clip_eps_low}")
+        if tw.type == "none":
+            # Only keys the recipe set to something other than their default: a dumped recipe
+            # (recipe.yaml, every key written out) must still load.
+            ignored = sorted(k for k in tw.model_fields_set - {"type"}
+                             if getattr(tw, k) != TokenWeightingConfig.model_fields[k].get_default())
+            if ignored:
+                errors.append("algorithm.token_weighting: " + ", ".join(ignored) + " set but token_weighting.type is "
+                              "'none', so they would be ignored. Set type: thr to use them, or remove them. "
+                              "Allowed types: 'none', 'thr'")
+        train_size = self.data.train_size
+        if train_size is not None and train_size < self.trainer.prompts_per_step:
+            errors.append(f"data.train_size: {train_size} is below trainer.prompts_per_step "
+                          f"({self.trainer.prompts_per_step}): every step would repeat prompts. "
+                          f"Allowed: data.train_size >= {self.trainer.prompts_per_step}, or null (the whole split)")
         if self.trainer.warmup_steps >= self.trainer.steps and self.trainer.warmup_steps:
             errors.append(
                 f"trainer.warmup_steps: {self.trainer.warmup_steps} must be below trainer.steps ({self.trainer.steps})"
             )
         if errors:
-            raise ValueError("; ".join(errors))
+            raise ValueError("\n  - ".join(errors))  # one line per problem (messages may hold "; ")
         return self

@@ -94,6 +94,9 @@ def register(app: typer.Typer) -> None:
         if replace:
             shutil.rmtree(output_dir)
         summary = run_recipe(DEMO_RECIPE, overrides, resume=False)
+        if "eval/accuracy_after" not in summary:  # data.eval_size: 0
+            typer.echo(f"\nNo held-out evaluation (data.eval_size is 0). Curves: {output_dir}/curves.png")
+            return
         before, after = summary["eval/accuracy_before"], summary["eval/accuracy_after"]
         typer.echo(
             f"\nHeld-out greedy accuracy: {before:.1%} before GRPO -> {after:.1%} after "

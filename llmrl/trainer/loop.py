@@ -311,7 +311,8 @@ def train(cfg: RecipeConfig, *, resume: bool = False) -> dict[str, Any]:
     if "eval_before" not in state.history:
         before = evaluate(run, 0)
         state.history["eval_before"] = before
-        run.logger.metrics(0, before)
+        if before:  # data.eval_size: 0 evaluates nothing: no eval row, no eval keys in the summary
+            run.logger.metrics(0, before)
         log.info("held-out before RL: %s", before)
     bar = progress_bar(total=steps, initial=start, desc="RL", enabled=cfg.logging.progress)
     last_eval: dict[str, float] = {}
@@ -363,8 +364,9 @@ def train(cfg: RecipeConfig, *, resume: bool = False) -> dict[str, Any]:
     before = state.history["eval_before"]
     summary = {
         "steps": steps,
-        "eval/accuracy_before": before.get("eval/accuracy", float("nan")),
-        "eval/accuracy_after": after.get("eval/accuracy", float("nan")),
+        # absent, never nan, when there is no held-out data (data.eval_size: 0)
+        **({"eval/accuracy_before": before["eval/accuracy"]} if "eval/accuracy" in before else {}),
+        **({"eval/accuracy_after": after["eval/accuracy"]} if "eval/accuracy" in after else {}),
         "reward/mean_first10": float(np.mean(rewards[:10])) if rewards else float("nan"),
         "reward/mean_last10": float(np.mean(rewards[-10:])) if rewards else float("nan"),
         "resumed_from": state.resumed_from,
