@@ -265,18 +265,29 @@ def _result(r: dict, args: tuple, kwargs: dict, mut) -> object:
 
 # ------------------------------------------------------------------------------ the judge
 class Out:
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
+    """Verdict lines: appended to a buffer (judge server in-process) or written to a pipe."""
+
+    def __init__(self, sink) -> None:  # noqa: ANN001 - a bytearray or an fd
+        self.sink = sink
 
     def __call__(self, **kw) -> None:
         data = json.dumps(kw, separators=(",", ":")).encode() + b"\n"
+        if type(self.sink) is bytearray:
+            self.sink += data
+            return
         while data:
-            n = os.write(self.fd, data)
+            n = os.write(self.sink, data)
             data = data[n:]
 
 
+_END = 0.0  # the job's total deadline (monotonic)
+
+
 def _arm(seconds: float) -> None:
-    signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.001))
+    left = _END - time.monotonic() if _END else seconds
+    if left <= 0:
+        raise _Deadline("the job's total time is used up")
+    signal.setitimer(signal.ITIMER_REAL, max(min(seconds, left), 0.001))
 
 
 def _disarm() -> None:
@@ -291,14 +302,36 @@ def _short(x, n: int = 200) -> str:
     return s if len(s) <= n else s[:n] + "..."
 
 
+_CACHE: dict = {}  # compiled test code and import plans, by source (the server is long-lived)
+
+
+def _cached(key: tuple, make):  # noqa: ANN001
+    v = _CACHE.get(key)
+    if v is None:
+        if len(_CACHE) > 4096:
+            _CACHE.clear()
+        v = _CACHE[key] = make()
+    return v
+
+
 def _stdlib_imports(program: str) -> list:
     """The program's top-level import statements of standard-library modules: the judge runs
     its own copies (so ``math.isclose`` in an assert is the real one, whatever the program did
-    to its ``math``)."""
-    try:
-        tree = ast.parse(program)
-    except (SyntaxError, ValueError, MemoryError, RecursionError):
+    to its ``math``). Only lines starting with ``import`` / ``from`` are parsed (a top-level
+    statement starts in column 0); a parenthesised import falls back to parsing everything."""
+    lines = [x for x in program.split("\n") if x.startswith(("import ", "from "))]
+    if not lines:
         return []
+    src = "\n".join(lines)
+    if "(" in src or "\\" in src:
+        src = program
+    try:
+        tree = ast.parse(src)
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        try:
+            tree = ast.parse(program)
+        except (SyntaxError, ValueError, MemoryError, RecursionError):
+            return []
     out = []
     std = getattr(sys, "stdlib_module_names", frozenset())
     for node in tree.body:
@@ -310,16 +343,33 @@ def _stdlib_imports(program: str) -> list:
             continue
         if all(m.split(".")[0] in std and m.split(".")[0] not in ("antigravity", "this")
                for m in mods):
-            out.append(node)
+            out.append(compile(ast.Module(body=[node], type_ignores=[]), "imports", "exec"))
     return out
 
 
-def _shadowing(tree: ast.AST, names: dict, ns: dict) -> list[str]:
+def _names_of(code) -> frozenset:  # noqa: ANN001
+    """Every name a code object (and the code nested in it) refers to (attribute names too:
+    a superset, which only makes :func:`_shadowing` more careful)."""
+    out = set(code.co_names)
+    for c in code.co_consts:
+        if hasattr(c, "co_names"):
+            out |= _names_of(c)
+    return frozenset(out)
+
+
+def _compile_test(src: str, i: int):
+    try:
+        code = compile(src, f"test_{i}", "exec")
+    except (SyntaxError, ValueError, MemoryError, RecursionError, OverflowError):
+        return None
+    return code, _names_of(code)
+
+
+def _shadowing(used: frozenset, names: dict, ns: dict) -> list[str]:
     """Program names that shadow a built-in (``def sum(a, b)``) are the program's only in a
     test that uses no other program name: there the shadowing function is the one under test.
     Elsewhere the judge keeps its own built-ins, so a program redefining ``len`` or ``set``
     cannot change what the test computes around its answers."""
-    used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
     mine = {n for n in used if n in names}
     if not mine or not mine <= _BUILTIN_NAMES:
         return []
@@ -362,17 +412,33 @@ def _classify(e: BaseException) -> tuple[str, str]:
     return "error", f"{type(e).__name__}: {str(e)[:300]}"
 
 
-def judge_main(spec: dict, req_w: int, resp_r: int, out_fd: int) -> None:
-    """Run one job's tests (``spec["mode"]``: ``assert`` or ``call``) and report them."""
-    global CHAN, _TRACK_MUTATION
-    out = Out(out_fd)
+def judge_main(spec: dict, req_w: int, resp_r: int, sink) -> None:  # noqa: ANN001
+    """Run one job's tests (``spec["mode"]``: ``assert`` or ``call``) and report them on
+    ``sink``. Safe to call again in the same process: every job gets fresh state."""
+    global CHAN, _TRACK_MUTATION, _END
+    t_start = time.monotonic()
+    out = Out(sink)
     lim = spec["limits"]
     per_test = float(lim["time_per_test_s"])
+    _END = t_start + float(spec.get("budget_s", lim["time_total_s"]))
+    _TRACK_MUTATION = True
     CHAN = Chan(req_w, resp_r, spec["nonce"], max(8 << 20, 4 * int(lim["max_output_bytes"])))
-    signal.signal(signal.SIGALRM, _on_alarm)
+    old = signal.signal(signal.SIGALRM, _on_alarm)
+    try:
+        _judge_job(spec, out, per_test, t_start)
+    finally:
+        _disarm()
+        signal.signal(signal.SIGALRM, old)
+        CHAN = None
+        _END = 0.0
+
+
+def _judge_job(spec: dict, out: Out, per_test: float, t_start: float) -> None:
+    global _TRACK_MUTATION
     msg = _wait_ready(out, per_test)
     if msg is None:
         return
+    t_ready = time.monotonic()
     names = {k: v for k, v in msg["names"].items()
              if type(k) is str and k.isidentifier() and not k.startswith("__")}
     start = int(spec.get("start", 0))
@@ -382,9 +448,10 @@ def judge_main(spec: dict, req_w: int, resp_r: int, out_fd: int) -> None:
         _run_call(spec, names, out, per_test, start, stop_on_error)
         return
     ns: dict = {"__name__": "__main__", "__builtins__": builtins}
-    for node in _stdlib_imports(spec.get("program", "")):
+    program = spec.get("program", "")
+    for code in _cached(("imports", program), lambda: _stdlib_imports(program)):
         try:
-            exec(compile(ast.Module(body=[node], type_ignores=[]), "imports", "exec"), ns)
+            exec(code, ns)
         except Exception:  # noqa: BLE001 - then the name stays the program's
             pass
     for name in names:
@@ -394,7 +461,7 @@ def judge_main(spec: dict, req_w: int, resp_r: int, out_fd: int) -> None:
     if spec.get("setup"):
         try:
             _arm(per_test)
-            exec(compile(spec["setup"], "setup.py", "exec"), ns)
+            exec(_cached(("setup", spec["setup"]), lambda: compile(spec["setup"], "setup.py", "exec")), ns)
             _disarm()
         except BaseException as e:  # noqa: BLE001
             _disarm()
@@ -402,20 +469,20 @@ def judge_main(spec: dict, req_w: int, resp_r: int, out_fd: int) -> None:
             out(t="load", s="setup" if st in ("error", "fail") else st,
                 m=m, time_s=round(time.monotonic() - t0, 6))
             return
-    out(t="loaded")
+    out(t="loaded", ready_ms=round((t_ready - t_start) * 1000, 3),
+        setup_ms=round((time.monotonic() - t_ready) * 1000, 3))
     for i, src in enumerate(spec["asserts"]):
         if i < start:
             continue
         t0 = time.monotonic()
-        try:
-            tree = ast.parse(src)
-            code = compile(tree, f"test_{i}", "exec")
-        except (SyntaxError, ValueError, MemoryError, RecursionError):
+        compiled = _cached(("test", i, src), lambda: _compile_test(src, i))
+        if compiled is None:
             out(t="test", i=i, s="invalid", m="test is not valid Python", time_s=0.0)
             if stop_on_error:
                 break
             continue
-        shadow = _shadowing(tree, names, ns)
+        code, used = compiled
+        shadow = _shadowing(used, names, ns)
         for name in shadow:
             ns[name] = Remote(["g", name])
         status, m = "pass", ""

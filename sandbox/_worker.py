@@ -62,6 +62,9 @@ APPS_PRELUDE = (
     "import heapq\nfrom heapq import *\nimport bisect\nimport string\nimport re\n"
 )
 _prelude_code = compile(APPS_PRELUDE, "<prelude>", "exec")
+_PRELUDE_NS: dict = {}
+exec(_prelude_code, _PRELUDE_NS)  # once; each program's namespace gets a copy of the names
+_PRELUDE_NS.pop("__builtins__", None)
 
 CTRL_IN = os.dup(0)
 CTRL_OUT = os.dup(1)
@@ -140,6 +143,10 @@ def setup(cfg: dict) -> None:
         SECCOMP = _oslayers.seccomp_program(deny_inet=not cfg.get("netns"),
                                             protect_pids=protect,
                                             deny_setsid=not cfg.get("pidns"))
+    # The std streams every child uses, on fds 0-2 (the server itself writes only to its
+    # control fd): installed here once, so a child does not pay for building them.
+    sys.stdin, sys.stdout, sys.stderr = _STREAMS
+    sys.__stdin__, sys.__stdout__, sys.__stderr__ = _STREAMS
     _oslayers.set_dumpable(False)  # siblings with our uid cannot ptrace / read our memory
     if cfg.get("pidns"):
         # Inside bubblewrap the fork server itself takes Landlock and seccomp once, and every
@@ -198,24 +205,32 @@ def child_enter(spec: dict, fds: list[int]) -> None:
             resource.setrlimit(res, (val, val))
         except (ValueError, OSError):
             pass
-    _oslayers.no_new_privs()
+    if not INHERITED:  # (no_new_privs is inherited from the fork server in bubblewrap mode)
+        _oslayers.no_new_privs()
     if ll >= 0:
         _oslayers.landlock_restrict(ll)
         os.close(ll)
     if SECCOMP is not None and not INHERITED:
         _oslayers.seccomp_install(SECCOMP)
     # Fresh Python-level state: streams on the new fds, clean __main__, no harness on sys.path.
-    sys.stdin = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)),
-                                 encoding="utf-8", errors="replace")
-    sys.stdout = io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "w", closefd=False)),
-                                  encoding="utf-8", errors="backslashreplace")
-    sys.stderr = io.TextIOWrapper(io.BufferedWriter(io.FileIO(2, "w", closefd=False)),
-                                  encoding="utf-8", errors="backslashreplace",
-                                  line_buffering=True)
-    sys.__stdin__, sys.__stdout__, sys.__stderr__ = sys.stdin, sys.stdout, sys.stderr
+    # sys.std* already are the fresh streams on fds 0-2 (installed once in the fork server)
     sys.argv = ["solution.py"]
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     # (the preloaded heap stays frozen: a short-lived child never needs to collect it)
+
+
+def _streams() -> tuple:
+    """The child's std streams on fds 0-2, made once in the fork server (which never uses
+    them): every child gets fresh, empty copies with its fork, for free."""
+    return (io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)),
+                             encoding="utf-8", errors="replace"),
+            io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "w", closefd=False)),
+                             encoding="utf-8", errors="backslashreplace"),
+            io.TextIOWrapper(io.BufferedWriter(io.FileIO(2, "w", closefd=False)),
+                             encoding="utf-8", errors="backslashreplace", line_buffering=True))
+
+
+_STREAMS = _streams()
 
 
 def _flush() -> None:
@@ -276,7 +291,7 @@ def _exc_fields(e: BaseException) -> dict:
 def _load_program(spec: dict, ns: dict, prelude: bool) -> tuple[str, dict] | None:
     """Run the program's top level; None if it loaded, else (kind, fields)."""
     if prelude:
-        exec(_prelude_code, ns)
+        ns.update(_PRELUDE_NS)
     try:
         code = compile(spec["program"], "solution.py", "exec")
     except (SyntaxError, ValueError, OverflowError, MemoryError, RecursionError) as e:
@@ -432,6 +447,7 @@ def run_request(spec: dict) -> dict:
     pid = os.fork()
     if pid == 0:
         child_main(spec, fds)
+    t_forked = time.monotonic()
     for fd in mine:
         os.close(fd)
     if serve:
@@ -529,7 +545,8 @@ def run_request(spec: dict) -> dict:
         except OSError:
             pass
         _, status, rusage = os.wait4(pid, 0)
-    elapsed = time.monotonic() - t0
+    t_ended = time.monotonic()
+    elapsed = t_ended - t0
     # drain what is already buffered in the pipes (non-blocking)
     for fd in list(open_fds):
         os.set_blocking(fd, False)
@@ -547,8 +564,11 @@ def run_request(spec: dict) -> dict:
                 os.close(fd)
             except OSError:
                 pass
+    t_drained = time.monotonic()
     sweep()
+    t_swept = time.monotonic()
     dirty = not wipe()
+    t_wiped = time.monotonic()
     out = bytes(bufs[out_r])
     err = bytes(bufs[err_r])
     return {
@@ -557,7 +577,14 @@ def run_request(spec: dict) -> dict:
         "stdout": out[:max_out].decode("utf-8", "replace"),
         "stderr": err[:65536].decode("utf-8", "replace"),
         "elapsed": elapsed, "maxrss_kb": rusage.ru_maxrss if rusage else None, "dirty": dirty,
+        "phases_ms": {"fork": _ms(t_forked - t0), "run": _ms(t_ended - t_forked),
+                      "drain": _ms(t_drained - t_ended), "sweep": _ms(t_swept - t_drained),
+                      "wipe": _ms(t_wiped - t_swept)},
     }
+
+
+def _ms(dt: float) -> float:
+    return round(dt * 1000, 3)
 
 
 # ------------------------------------------------------------------------ the judge server
@@ -584,6 +611,7 @@ def judge_server(cfg: dict, jin: int, jout: int, sock) -> None:
         req = _read_frame(jin)
         if req is None:
             os._exit(0)
+        t_recv = time.monotonic()
         fds: list[int] = []
         if req.get("op") == "serve":
             msg, fds, _, _ = socket.recv_fds(sock, 1024, 3)
@@ -592,9 +620,26 @@ def judge_server(cfg: dict, jin: int, jout: int, sock) -> None:
                     os.close(fd)
                 _write_frame(jout, {"lines": "", "error": "fd handover out of step"})
                 continue
-        r, w = os.pipe()
         t0 = time.monotonic()
+        if req.get("op") == "serve":
+            # Judged here, in a fresh namespace per job: this process never runs untrusted
+            # code, and a test that hangs is stopped by the judge's timer (or, at C level,
+            # by the parent killing the whole slot).
+            buf = bytearray()
+            try:
+                _judge.judge_main(req, fds[0], fds[1], buf)
+            except BaseException as e:  # noqa: BLE001 - report, never die
+                buf += json.dumps({"t": "internal", "m": f"{type(e).__name__}: {e}"[:300]}).encode() + b"\n"
+            for fd in fds:  # closing the life pipe tells the fork server the judge is done
+                os.close(fd)
+            t_done = time.monotonic()
+            _write_frame(jout, {"lines": bytes(buf).decode("utf-8", "replace"), "killed": False,
+                                "elapsed": t_done - t0,
+                                "phases_ms": {"fds": _ms(t0 - t_recv), "judge": _ms(t_done - t0)}})
+            continue
+        r, w = os.pipe()
         pid = os.fork()
+        t_forked = time.monotonic()
         if pid == 0:
             code = 0
             try:
@@ -604,18 +649,12 @@ def judge_server(cfg: dict, jin: int, jout: int, sock) -> None:
                         os.close(fd)
                     except OSError:
                         pass
-                if req.get("op") == "serve":
-                    req_w, resp_r, life_w = fds  # life_w stays open until we exit
-                    _judge.judge_main(req, req_w, resp_r, w)
-                else:
-                    _judge.check_main(req, w)
+                _judge.check_main(req, w)
             except BaseException:  # noqa: BLE001
                 code = 70
             finally:
                 os._exit(code)
         os.close(w)
-        for fd in fds:
-            os.close(fd)
         buf = bytearray()
         deadline = t0 + float(req.get("budget_s", req["limits"]["time_total_s"])) + 0.5
         killed = False
@@ -638,8 +677,11 @@ def judge_server(cfg: dict, jin: int, jout: int, sock) -> None:
                 pass
         os.waitpid(pid, 0)
         os.close(r)
+        t_done = time.monotonic()
         _write_frame(jout, {"lines": bytes(buf).decode("utf-8", "replace"), "killed": killed,
-                            "elapsed": time.monotonic() - t0})
+                            "elapsed": t_done - t0,
+                            "phases_ms": {"fds": _ms(t0 - t_recv), "fork": _ms(t_forked - t0),
+                                          "judge": _ms(t_done - t_forked)}})
 
 
 def sweep() -> None:
@@ -647,6 +689,8 @@ def sweep() -> None:
     if CFG.get("pidns"):
         # A private pid namespace holds only bwrap's init, us, and what the job left: kill
         # every other pid until none is left (init reaps them).
+        if _only_servers_left():
+            return
         for _ in range(500):
             alive = _others_alive()
             if not alive:
@@ -684,6 +728,18 @@ def _owner(pid: str) -> int:
         return os.stat(f"/proc/{pid}").st_uid
     except OSError:
         return -1
+
+
+def _only_servers_left() -> bool:
+    """Fast path: a process the job left behind is an orphan, and orphans are children of
+    the namespace's init; if init's only children are this server and the judge server, there
+    is nothing to kill (one read instead of a /proc scan)."""
+    try:
+        with open("/proc/1/task/1/children", "rb") as f:
+            kids = f.read().split()
+    except OSError:
+        return False
+    return sorted(int(k) for k in kids) == sorted((os.getpid(), JUDGE_PID))
 
 
 def _others_alive() -> list[int]:

@@ -221,6 +221,7 @@ def test_per_test_time_is_measured(ex):
 GENERIC = {  # forge at import and leave; or race from a thread, forge at exit, and stay
     "exit": KIT + ATTACKS["frame_walk_exit"],
     "race": KIT + ATTACKS["thread_race"] + ATTACKS["atexit_exit"] + "_forge()\n",
+    "null": "",  # no attack, functions return None: what any program passes (``assert True``)
 }
 
 
@@ -230,15 +231,17 @@ def _forger_for(problem, kind: str) -> str:
     import ast
     from llmrl.sandbox.jobs import AssertTests as _A, CallTests as _C, StdioTests as _S
     attack = GENERIC[kind]
+    body = "    return None\n" if kind == "null" else BODY
     t = problem.tests
     if isinstance(t, _S):
         return attack + "print('forged')\n"
     if isinstance(t, _C):
-        return attack + f"def {t.fn_name}(*a, **k):\n{BODY}" + \
-            f"class Solution:\n    def {t.fn_name}(self, *a, **k):\n        _forge()\n        return _Eq()\n"
+        return attack + f"def {t.fn_name}(*a, **k):\n{body}" + \
+            f"class Solution:\n    def {t.fn_name}(self, *a, **k):\n" + \
+            "".join("    " + x for x in body.splitlines(True))
     assert isinstance(t, _A)
     if problem.program_prefix:  # HumanEval: the completion is the body, then top-level code
-        return "    return _forge()\n" + attack
+        return ("    return None\n" if kind == "null" else "    return _forge()\n") + attack
     names = set()
     for a in t.asserts:
         try:
@@ -246,7 +249,7 @@ def _forger_for(problem, kind: str) -> str:
         except SyntaxError:
             continue
         names |= {c.func.id for c in ast.walk(tree) if isinstance(c, ast.Call) and isinstance(c.func, ast.Name)}
-    return attack + "".join(f"def {n}(*a, **k):\n{BODY}" for n in sorted(names))
+    return attack + "".join(f"def {n}(*a, **k):\n{body}" for n in sorted(names))
 
 
 @pytest.mark.requires_data("mbpp")
@@ -259,24 +262,18 @@ def test_generic_forger_passes_no_benchmark_problem(ex):
     jobs = [Job(p.program_prefix + _forger_for(p, kind), p.tests, lim, stop_on_first_failure=False,
                 id=f"{kind}:{p.task_id}") for kind in GENERIC for p in problems]
     results = ex.run(jobs)
-    passed_any = {r.id: r.passed for r in results if r.passed}
+    null = {r.id.split(":", 1)[1]: {t.index for t in r.tests if t.outcome is Outcome.PASS}
+            for r in results if r.id.startswith("null:")}
     by: dict = {}
+    beyond = {}
     for r in results:
-        by.setdefault(r.id.split(":")[0] + ":" + r.id.split(":")[1].split("/")[0], []).append(r.outcome.value)
-    print(json.dumps({k: {"problems": len(v), "passed": sum(o == "pass" for o in v)} for k, v in by.items()}))
-    assert passed_any == {}, passed_any
-
-
-@pytest.mark.requires_data("humaneval")
-def test_redefined_prompt_helpers_do_not_pass(ex):
-    """HumanEval/32, /38, /50 test with a helper the prompt defines (poly, encode_cyclic,
-    encode_shift). The judge uses the data set's copy, so a completion that redefines the
-    helper to make the check trivial fails; the reference solutions still pass."""
-    from llmrl.eval.benchmarks import load_humaneval
-    ps = {p.task_id: p for p in load_humaneval()}
-    forge = {"HumanEval/38": "    return s\n\ndef encode_cyclic(s):\n    return s\n",
-             "HumanEval/50": "    return s\n\ndef encode_shift(s):\n    return s\n",
-             "HumanEval/32": "    return 0.0\n\ndef poly(xs, x):\n    return 0.0\n"}
-    rs = ex.run([Job(ps[t].program_prefix + c, ps[t].tests) for t, c in forge.items()]
-                + [Job(ps[t].program_prefix + ps[t].solutions[0], ps[t].tests) for t in forge])
-    assert [r.outcome for r in rs] == [Outcome.WRONG_ANSWER] * 3 + [Outcome.PASS] * 3, rs
+        kind, task = r.id.split(":", 1)
+        b = by.setdefault(f"{kind}:{task.split('/')[0]}", {"problems": 0, "passed": 0, "tests_beyond_null": 0})
+        b["problems"] += 1
+        b["passed"] += r.outcome is Outcome.PASS
+        extra = {t.index for t in r.tests if t.outcome is Outcome.PASS} - null[task]
+        b["tests_beyond_null"] += len(extra)
+        if kind != "null" and (extra or r.outcome is Outcome.PASS):
+            beyond[r.id] = sorted(extra)
+    print(json.dumps(by))
+    assert beyond == {}, beyond
