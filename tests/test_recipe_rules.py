@@ -72,3 +72,43 @@ def test_eval_size_zero_trains_without_eval_metrics(tmp_path):
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "reward/mean" in r] == [1, 2]
     assert not any(k.startswith("eval/") for r in rows for k in r)
+
+
+# ------------------------------------------------------------------ TRL's names as aliases
+@pytest.mark.parametrize("section, trl, ours, value", [
+    ("trainer", "max_steps", "steps", 7),
+    ("algorithm", "beta", "kl_coef", 0.04),
+    ("algorithm", "epsilon", "clip_eps_low", 0.1),
+    ("algorithm", "epsilon_high", "clip_eps_high", 0.28),
+    ("algorithm", "num_iterations", "epochs", 3),
+])
+def test_trl_names_are_aliases_of_ours(section, trl, ours, value):
+    by_trl = validate_recipe({section: {trl: value}})
+    by_ours = validate_recipe({section: {ours: value}})
+    assert getattr(getattr(by_trl, section), ours) == value
+    assert by_trl == by_ours
+    assert ours in yaml.safe_load(dump_recipe(by_trl))[section]  # saved under our name
+    msg = _problems({section: {trl: value, ours: value}})
+    assert f"{section}: both {ours} and {trl} are set" in msg and "only one" in msg
+
+
+def test_alias_conflict_from_the_command_line_exits_2(tmp_path):
+    import subprocess
+    import sys
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("trainer:\n  steps: 5\n")
+    proc = subprocess.run([sys.executable, "-m", "llmrl.cli", "train", str(recipe), "--set", "trainer.max_steps=9"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "both steps and max_steps are set" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_typo_of_a_trl_name_suggests_it():
+    assert "Did you mean 'num_iterations'" in _problems({"algorithm": {"num_iteration": 2}})
+
+
+def test_recipe_reference_shows_trl_names():
+    from llmrl.config.docs import render
+
+    assert "| `steps` (TRL: `max_steps`) |" in render()

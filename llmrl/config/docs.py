@@ -7,7 +7,7 @@ import typing
 
 from pydantic import BaseModel
 
-from llmrl.config.schema import RecipeConfig
+from llmrl.config.schema import RecipeConfig, aliases
 
 INTRO = """# Recipe reference
 
@@ -15,6 +15,8 @@ A recipe is a YAML file with the sections below; every key is optional (the defa
 Unknown keys, wrong types and out-of-range values are rejected when the recipe loads, all at once,
 naming the key (`llmrl train` exits with code 2). Override any key on the command line with
 `--set section.key=value` (repeatable), e.g. `--set trainer.lr=1e-4 --set rollout.num_generations=4`.
+Where TRL's `GRPOConfig` names a key differently, its name is accepted too and shown as "TRL:"
+(`max_steps`, `beta`, `epsilon`, `epsilon_high`, `num_iterations`); setting both names is an error.
 
 This page is generated from `llmrl/config/schema.py` (`python -m llmrl.config.docs`).
 """
@@ -54,7 +56,8 @@ def render_section(model: type[BaseModel], prefix: str, out: list[str]) -> None:
             nested.append((f"{prefix}.{name}", sub))
         default = None if field.is_required() else field.get_default(call_default_factory=True)
         shown = "(required)" if field.is_required() else "(section)" if isinstance(default, BaseModel) else repr(default)
-        out.append(f"| `{name}` | `{_type_name(field.annotation)}` | `{shown}` | {_constraints(field)} | {field.description or ''} |")
+        key = f"`{name}`" + "".join(f" (TRL: `{a}`)" for a in aliases(field))
+        out.append(f"| {key} | `{_type_name(field.annotation)}` | `{shown}` | {_constraints(field)} | {field.description or ''} |")
     for p, sub in nested:
         render_section(sub, p, out)
 

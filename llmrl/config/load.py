@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from llmrl.config.schema import RecipeConfig
+from llmrl.config.schema import RecipeConfig, aliases
 
 
 class RecipeError(ValueError):
@@ -152,7 +152,8 @@ def _format_error(err: dict[str, Any]) -> str:
     if err["type"] == "extra_forbidden":
         section = _model_at(loc)
         allowed = sorted(section.model_fields) if section else []
-        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        trl = [a for f in section.model_fields.values() for a in aliases(f)] if section else []
+        close = difflib.get_close_matches(str(loc[-1]), allowed + trl, n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
         return f"{key}: unknown key.{hint} Allowed here: {', '.join(allowed)}"
     msg = err["msg"].removeprefix("Value error, ")

@@ -8,13 +8,36 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
+
+
+def trl_alias(name: str, trl_name: str) -> AliasChoices:
+    """Accept TRL's name for a key as well as ours (``validation_alias=trl_alias("steps", "max_steps")``);
+    setting both is an error (``Section._one_name_per_key``)."""
+    return AliasChoices(name, trl_name)
+
+
+def aliases(field) -> list[str]:
+    """The other names a field is accepted under (TRL's), for errors and docs/recipes.md."""
+    alias = field.validation_alias
+    return [c for c in alias.choices[1:] if isinstance(c, str)] if isinstance(alias, AliasChoices) else []
 
 
 class Section(BaseModel):
     """Base for every recipe section: unknown keys are errors (typos must not pass silently)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_name_per_key(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name, field in cls.model_fields.items():
+                given = [k for k in (name, *aliases(field)) if k in data]
+                if len(given) > 1:
+                    raise ValueError(f"both {' and '.join(given)} are set, but {', '.join(given[1:])} is TRL's "
+                                     f"name for {name}: set only one of them")
+        return data
 
 
 class LoraConfig(Section):
@@ -121,11 +144,14 @@ class AlgorithmConfig(Section):
     )
     policy_loss: Literal["ppo_clip", "gspo", "gspo_token"] = "ppo_clip"
     loss_agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"] = "token-mean"
-    clip_eps_low: float = Field(0.2, gt=0.0, lt=1.0)
-    clip_eps_high: float = Field(0.2, gt=0.0, description="DAPO clip-higher: set above clip_eps_low.")
-    kl_coef: float = Field(0.0, ge=0.0, description="Reference-model KL in the loss; 0 = no reference model.")
+    clip_eps_low: float = Field(0.2, gt=0.0, lt=1.0, validation_alias=trl_alias("clip_eps_low", "epsilon"))
+    clip_eps_high: float = Field(0.2, gt=0.0, validation_alias=trl_alias("clip_eps_high", "epsilon_high"),
+                                 description="DAPO clip-higher: set above clip_eps_low (never below).")
+    kl_coef: float = Field(0.0, ge=0.0, validation_alias=trl_alias("kl_coef", "beta"),
+                           description="Reference-model KL in the loss; 0 = no reference model.")
     kl_estimator: Literal["k1", "k2", "k3"] = "k3"
-    epochs: int = Field(1, ge=1, description="Update passes over each rollout batch.")
+    epochs: int = Field(1, ge=1, validation_alias=trl_alias("epochs", "num_iterations"),
+                        description="Update passes over each rollout batch.")
     num_minibatches: int = Field(1, ge=1, description="Optimizer steps per epoch.")
     skip_zero_variance_groups: bool = Field(
         True, description="Drop groups whose rewards are all equal: their advantages are 0. With kl_coef > 0 "
@@ -135,7 +161,8 @@ class AlgorithmConfig(Section):
 
 
 class TrainerConfig(Section):
-    steps: int = Field(100, gt=0, description="RL steps (one rollout batch each).")
+    steps: int = Field(100, gt=0, validation_alias=trl_alias("steps", "max_steps"),
+                       description="RL steps (one rollout batch each).")
     prompts_per_step: int = Field(64, gt=0)
     micro_batch_size: int = Field(512, gt=0, description="Sequences per forward/backward.")
     lr: float = Field(1e-4, gt=0.0)
