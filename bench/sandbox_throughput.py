@@ -1,16 +1,28 @@
-"""Throughput of the code sandbox on the canonical MBPP programs (JSON on stdout).
+"""Throughput of the code sandbox on the canonical MBPP and HumanEval programs (JSON on stdout).
 
 Measures, in the same run on the same machine:
-  baseline  one fresh `python -c` subprocess per program (program + setup + asserts), sequential
-  local     llmrl.sandbox local pool (warm fork servers in bubblewrap, full verdict path)
-  http      the same through `llmrl sandbox serve` on 127.0.0.1 and HTTPExecutor
+  floor     one fresh `python -I -S -c` per program (program + setup + tests), sequential: the
+            cheapest way to run a program at all (no site import), with no isolation and no
+            verdict path; the baseline the speedups are relative to
+  floor_parallel  the same with one subprocess per worker in parallel (for reference)
+  local     llmrl.sandbox local pool (warm fork servers in bubblewrap, every isolation layer on,
+            the full verdict path: trusted judge, proxies, strict serialiser)
+  http      the same through `llmrl sandbox serve` on 127.0.0.1 and HTTPExecutor (MBPP only)
+  phases    per-job breakdown on the pool (means, ms): parent round trip, fork server (fork,
+            program run, drain, sweep, wipe), judge server (waiting for the fds, judging), the
+            judge's wait for the program to load, and the tests themselves
+  own_cpu_ms_per_job  CPU of this process and every sandbox process per job (robust to other
+            load on the machine; 2 cores / this = the CPU-bound ceiling)
 
-    .venv/bin/python bench/sandbox_throughput.py            # all 974 programs
-    .venv/bin/python bench/sandbox_throughput.py --limit 200 --skip-http
+    .venv/bin/python bench/sandbox_throughput.py            # all 974 MBPP + 164 HumanEval
+    .venv/bin/python bench/sandbox_throughput.py --limit 200 --skip-http --skip-humaneval
+
+Run it on a quiet machine (the JSON reports the load average before and after).
 """
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import socket
@@ -18,44 +30,126 @@ import subprocess
 import sys
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
-from llmrl.paths import locate_data
-from llmrl.sandbox import AssertTests, HTTPExecutor, Job, Limits, Outcome, local_executor
+from llmrl.sandbox import HTTPExecutor, Job, Limits, Outcome, local_executor
 
 # amicable_numbers_sum(9999) needs ~2-3 s of CPU on a busy 2-core machine: give every test room
 LIMITS = Limits(time_per_test_s=15.0, time_total_s=40.0)
+HZ = os.sysconf("SC_CLK_TCK")
 
 
-def load(limit: int | None) -> list[dict]:
-    rows = [json.loads(l) for l in locate_data("mbpp/mbpp.jsonl", source="local", what="MBPP").open()]
-    return rows[:limit] if limit else rows
+def mbpp() -> tuple[list[Job], list[str]]:
+    from llmrl.eval.benchmarks import load_mbpp
+    ps = load_mbpp("all")
+    jobs = [Job(p.solutions[0], p.tests, LIMITS, id=p.task_id) for p in ps]
+    srcs = ["\n".join([p.solutions[0], p.tests.setup_code, *p.tests.asserts]) for p in ps]
+    return jobs, srcs
 
 
-def baseline(rows: list[dict]) -> dict:
-    exe = os.path.realpath(sys.executable)  # the bare interpreter, no venv site: a fair floor
+def humaneval() -> tuple[list[Job], list[str]]:
+    from llmrl.eval.benchmarks import load_humaneval, _read_jsonl
+    from llmrl.paths import locate_data
+    ps = load_humaneval()
+    raw = {r["task_id"]: r for r in _read_jsonl(locate_data("humaneval/HumanEval.jsonl.gz", source="local",
+                                                            what="HumanEval"))}
+    jobs = [Job(p.program_prefix + p.solutions[0], p.tests, LIMITS, id=p.task_id) for p in ps]
+    srcs = [p.program_prefix + p.solutions[0] + "\n" + raw[p.task_id]["test"] +
+            f"\ncheck({raw[p.task_id]['entry_point']})\n" for p in ps]
+    return jobs, srcs
+
+
+def floor(srcs: list[str], workers: int = 1) -> dict:
+    exe = os.path.realpath(sys.executable)  # the bare interpreter, no venv, no site: the floor
+
+    def one(src: str) -> bool:
+        return subprocess.run([exe, "-I", "-S", "-c", src], capture_output=True, timeout=60).returncode == 0
+
     t0 = time.perf_counter()
-    passed = 0
-    for r in rows:
-        src = "\n".join([r["code"], r["test_setup_code"], *r["test_list"]])
-        p = subprocess.run([exe, "-c", src], capture_output=True, timeout=60)
-        passed += p.returncode == 0
+    with ThreadPoolExecutor(workers) as pool:
+        passed = sum(pool.map(one, srcs))
     dt = time.perf_counter() - t0
-    return {"seconds": round(dt, 3), "programs_per_s": round(len(rows) / dt, 1), "passed": passed}
+    return {"seconds": round(dt, 3), "programs_per_s": round(len(srcs) / dt, 1), "passed": passed,
+            "workers": workers}
 
 
-def jobs_of(rows: list[dict]) -> list[Job]:
-    return [Job(r["code"], AssertTests(r["test_list"], r["test_setup_code"]), LIMITS,
-                id=str(r["task_id"])) for r in rows]
+def _tree_cpu(root: int) -> float:
+    kids: dict[int, list] = {}
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                st = open(f"/proc/{p}/stat").read()
+            except OSError:
+                continue
+            rest = st[st.rfind(")") + 2:].split()
+            kids.setdefault(int(rest[1]), []).append((int(p), rest))
+    tot, stack = 0, [root]
+    while stack:
+        for pid, rest in kids.get(stack.pop(), []):
+            tot += sum(int(x) for x in rest[11:15])  # utime stime cutime cstime
+            stack.append(pid)
+    return tot / HZ
 
 
-def measure(ex, jobs: list[Job]) -> dict:
+def _own_cpu(ex) -> float:
+    t = os.times()
+    with ex._lock:
+        roots = [s.proc.pid for s in ex._all]
+    return t.user + t.system + sum(_tree_cpu(r) for r in roots)
+
+
+def _instrument(ex) -> dict:
+    """Wrap every slot's request to sum the phase timings the servers report."""
+    acc: dict = collections.defaultdict(float)
+    with ex._lock:
+        slots = list(ex._all)
+    for slot in slots:
+        orig = slot.request
+
+        def req(spec, timeout, judge=None, _orig=orig):
+            t0 = time.perf_counter()
+            r = _orig(spec, timeout, judge)
+            acc["parent_round_trip"] += (time.perf_counter() - t0) * 1000
+            acc["runs"] += 1
+            if r:
+                for k, v in ((r[0] or {}).get("phases_ms") or {}).items():
+                    acc["fork_server." + k] += v
+                jr = r[1] or {}
+                for k, v in (jr.get("phases_ms") or {}).items():
+                    acc["judge_server." + k] += v
+                for line in (jr.get("lines") or "").split("\n"):
+                    if line.startswith('{"t":"loaded"'):
+                        d = json.loads(line)
+                        acc["judge.wait_for_program_load"] += d.get("ready_ms", 0)
+                        acc["judge.setup"] += d.get("setup_ms", 0)
+                    elif line.startswith('{"t":"test"'):
+                        acc["judge.tests"] += json.loads(line).get("time_s", 0) * 1000
+            return r
+        slot.request = req
+    return acc
+
+
+def measure(ex, jobs: list[Job], phases: bool = False) -> dict:
     ex.run(jobs[:8])  # warm up
+    acc = _instrument(ex) if phases else None
+    c0 = _own_cpu(ex) if phases else 0.0
     t0 = time.perf_counter()
     res = ex.run(jobs)
     dt = time.perf_counter() - t0
     bad = [(r.id, r.outcome.value, r.detail[:120]) for r in res if r.outcome is not Outcome.PASS]
-    return {"seconds": round(dt, 3), "programs_per_s": round(len(jobs) / dt, 1),
-            "passed": len(jobs) - len(bad), "failures": bad[:10]}
+    out = {"seconds": round(dt, 3), "programs_per_s": round(len(jobs) / dt, 1),
+           "passed": len(jobs) - len(bad), "failures": bad[:10]}
+    if phases:
+        cpu = _own_cpu(ex) - c0
+        out["own_cpu_ms_per_job"] = round(cpu / len(jobs) * 1000, 3)
+        out["cpu_bound_ceiling_per_s"] = round(os.cpu_count() * len(jobs) / cpu, 1) if cpu else None
+        n = len(jobs)
+        out["phases_ms_per_job"] = {k: round(v / n, 3) for k, v in sorted(acc.items()) if k != "runs"}
+        out["runs_per_job"] = round(acc["runs"] / n, 3)
+        slots = list(ex._all)
+        for s in slots:  # undo the instrumentation
+            s.__dict__.pop("request", None)
+    return out
 
 
 def free_port() -> int:
@@ -66,18 +160,25 @@ def free_port() -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--limit", type=int, default=None, help="first N programs only")
+    ap.add_argument("--limit", type=int, default=None, help="first N programs of each benchmark only")
     ap.add_argument("--workers", type=int, default=None, help="sandbox slots (default: CPUs)")
     ap.add_argument("--skip-baseline", action="store_true")
     ap.add_argument("--skip-http", action="store_true")
+    ap.add_argument("--skip-humaneval", action="store_true")
     a = ap.parse_args()
-    rows = load(a.limit)
-    jobs = jobs_of(rows)
-    out: dict = {"programs": len(rows), "cpus": os.cpu_count()}
+    benches = {"mbpp": mbpp()}
+    if not a.skip_humaneval:
+        benches["humaneval"] = humaneval()
+    if a.limit:
+        benches = {k: (j[:a.limit], s[:a.limit]) for k, (j, s) in benches.items()}
+    out: dict = {"cpus": os.cpu_count(), "load_avg_before": os.getloadavg()[0]}
     with local_executor(workers=a.workers) as ex:
         out["isolation"] = {k: v for k, v in ex.layers.items() if k != "probe"} | ex.layers["probe"]
         out["workers"] = ex.workers
-        out["local"] = measure(ex, jobs)
+        for name, (jobs, _) in benches.items():
+            out[name] = {"programs": len(jobs), "local": measure(ex, jobs)}
+        for name, (jobs, _) in benches.items():  # a second, instrumented pass
+            out[name]["local_instrumented"] = measure(ex, jobs, phases=True)
     if not a.skip_http:
         port = free_port()
         cmd = [os.path.join(os.path.dirname(sys.executable), "llmrl"), "sandbox", "serve",
@@ -93,15 +194,22 @@ def main() -> None:
                     break
                 except OSError:
                     time.sleep(0.1)
-            out["http"] = measure(HTTPExecutor([url], chunk_size=16, max_requests_per_server=4), jobs)
+            out["mbpp"]["http"] = measure(HTTPExecutor([url], chunk_size=16, max_requests_per_server=4),
+                                          benches["mbpp"][0])
         finally:
             srv.terminate()
             srv.wait(30)
     if not a.skip_baseline:
-        out["baseline"] = baseline(rows)
-        for k in ("local", "http"):
-            if k in out:
-                out[f"speedup_{k}"] = round(out[k]["programs_per_s"] / out["baseline"]["programs_per_s"], 2)
+        for name, (_, srcs) in benches.items():
+            b = out[name]
+            b["floor"] = floor(srcs)
+            b["floor_parallel"] = floor(srcs, out["workers"])
+            for k in ("local", "http"):
+                if k in b:
+                    b[f"speedup_{k}_vs_floor"] = round(b[k]["programs_per_s"] / b["floor"]["programs_per_s"], 2)
+            b["speedup_local_vs_floor_parallel"] = round(
+                b["local"]["programs_per_s"] / b["floor_parallel"]["programs_per_s"], 2)
+    out["load_avg_after"] = os.getloadavg()[0]
     print(json.dumps(out, indent=2))
 
 

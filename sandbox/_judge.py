@@ -1,7 +1,7 @@
 """The trusted judge: runs a job's *test code* against the untrusted program through proxies.
 
-Started per job by the judge server inside the slot (see ``_worker.py``); it is forked from a
-process that has never run untrusted code and never shares memory with one. The untrusted
+Runs inside the slot's judge server (see ``_worker.py``), a process that has never run
+untrusted code and shares no memory with one; each job gets a fresh namespace. The untrusted
 program runs in another process (the "child"); the two talk only through two pipes:
 
 * judge -> child: requests ``{"id", "op": "call" | "get" | "set", "f": ref, ...}``, where ``ref``
@@ -18,7 +18,8 @@ program controls. A handle (an object of the program's own class) can be passed 
 program, and its attributes read, but any comparison, truth test, hashing or iteration of it
 raises :class:`Uncomparable`: a value that cannot be serialised is a wrong answer.
 
-Verdict lines go to the judge server on ``out_fd``, a pipe the child never holds.
+Verdict lines go to a buffer of the judge server (or, for a forked checker, a pipe), which
+the child never holds.
 Standard library only (runs under ``python -I -S``).
 """
 from __future__ import annotations

@@ -7,10 +7,10 @@
   child it kills every other process of the job (daemons included), wipes the work dir, and
   relays the captured stdout/stderr and the exit status to the trusted parent.
 * The **judge server**, forked at start before anything of a job existed, receives the tests
-  straight from the parent on its own pipes and forks a fresh *judge* per job (``_judge.py``).
-  The judge runs the test code and talks to the program's child only through two pipes (calls
-  out, strictly serialised values back); its verdict lines reach the parent through the judge
-  server, on pipes the child never holds. Neither process ever runs untrusted code.
+  straight from the parent on its own pipes and runs them (``_judge.py``, a fresh namespace
+  per job; a custom checker in a forked judge). It talks to the program's child only through
+  two pipes (calls out, strictly serialised values back); its verdict lines reach the parent
+  on pipes the child never holds. Neither process ever runs untrusted code.
 
 Standard library only: started as ``python -I -S _worker.py`` (no site-packages, no env).
 Protocol on fds 0/1 (moved to private fds at start) and on the judge server's two fds: frames
