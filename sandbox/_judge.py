@@ -304,14 +304,20 @@ def _short(x, n: int = 200) -> str:
 
 
 _CACHE: dict = {}  # compiled test code and import plans, by source (the server is long-lived)
+_CACHE_CHARS = [0]
 
 
 def _cached(key: tuple, make):  # noqa: ANN001
     v = _CACHE.get(key)
     if v is None:
-        if len(_CACHE) > 4096:
+        size = len(key[-1])
+        if len(_CACHE) >= 4096 or _CACHE_CHARS[0] + size > 16 << 20:
             _CACHE.clear()
-        v = _CACHE[key] = make()
+            _CACHE_CHARS[0] = 0
+        v = make()
+        if size <= 1 << 20:
+            _CACHE[key] = v
+            _CACHE_CHARS[0] += size
     return v
 
 
