@@ -213,6 +213,25 @@ def _load_error(what: str, source: str, e: Exception) -> ModelLoadError:
                           f"(underlying error: {type(e).__name__}: {e})")
 
 
+def enable_gradient_checkpointing(model) -> None:
+    """Recompute each decoder layer's activations in the backward pass (``model.gradient_checkpointing``).
+
+    Non-reentrant checkpointing (``use_reentrant=False``, PyTorch's recommended mode): it works
+    when the layer inputs do not require grad. With LoRA the frozen embeddings' output does not, so
+    ``enable_input_require_grads`` makes it, as peft's own ``prepare_model_for_kbit_training`` does.
+    Checkpointing is only active in train mode; generation (eval mode) keeps its KV cache."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not getattr(base, "supports_gradient_checkpointing", False):
+        raise ModelLoadError(f"model.gradient_checkpointing: {type(base).__name__} does not support gradient "
+                             "checkpointing; set model.gradient_checkpointing: false")
+    if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5.x's name; the old one warns
+        base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if base is not model:  # peft: only adapters train, the embeddings are frozen
+        base.enable_input_require_grads()
+
+
 def load_model_and_tokenizer(
     name_or_path: str,
     *,
@@ -224,6 +243,7 @@ def load_model_and_tokenizer(
     device: str | None = None,
     trust_remote_code: bool = False,
     attn_implementation: str | None = None,
+    gradient_checkpointing: bool = False,
 ):
     """Load a causal LM and its tokenizer, ready for batched generation and training.
 
@@ -239,6 +259,8 @@ def load_model_and_tokenizer(
             else CPU. The model is moved there before LoRA is attached.
         trust_remote_code: passed to ``from_pretrained`` (needed by some hub models).
         attn_implementation: e.g. ``"sdpa"``, ``"eager"``; default: transformers' choice.
+        gradient_checkpointing: recompute activations in the backward pass
+            (:func:`enable_gradient_checkpointing`).
 
     Returns:
         ``(model, tokenizer)``; the tokenizer has a pad token (falls back to eos) and
@@ -294,6 +316,8 @@ def load_model_and_tokenizer(
 
         model = PeftModel.from_pretrained(model, adapter_dir, is_trainable=lora_r is not None)
         set_adapter_base(model, base)
+        if gradient_checkpointing:
+            enable_gradient_checkpointing(model)
         return model, tokenizer
     if lora_r is not None:
         if lora_r <= 0:
@@ -305,4 +329,6 @@ def load_model_and_tokenizer(
             target_modules=lora_target_modules or "all-linear", task_type="CAUSAL_LM")
         model = get_peft_model(model, config)
         set_adapter_base(model, str(name_or_path))  # final/adapter_config.json names tiny://..., not a cache path
+    if gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     return model, tokenizer

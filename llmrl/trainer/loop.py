@@ -236,6 +236,7 @@ def setup(cfg: RecipeConfig, *, resume: bool = False) -> tuple[Run, TrainState]:
         model_path, dtype=cfg.model.dtype, device=str(device), trust_remote_code=cfg.model.trust_remote_code,
         lora_r=lora.r if lora else None, lora_alpha=lora.alpha if lora else 16,
         lora_dropout=lora.dropout if lora else 0.0, lora_target_modules=lora.target_modules if lora else None,
+        gradient_checkpointing=cfg.model.gradient_checkpointing,
     )
     ref = None  # with LoRA the reference is the base model with adapters off: no second copy
     if cfg.algorithm.kl_coef > 0 and lora is None:
