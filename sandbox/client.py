@@ -4,8 +4,10 @@
   (chunks round-robin, a failed server's chunk retried on the others).
 * :class:`SandboxFusionExecutor` runs jobs on a SandboxFusion deployment through its
   ``/run_code`` endpoint. The verdict stays on this side: the code sent is the program plus a
-  harness that prints nonce-tagged, strictly serialised *results*; expected values are never
-  sent, and a run's exit status is never evidence.
+  harness that prints nonce-tagged, strictly serialised *results* of calls; expected values
+  are never sent. SandboxFusion cannot host a separate judge, so test code other than
+  ``CALL == LITERAL`` / ``is`` asserts is refused unless the caller allows forgeable
+  in-process asserts.
 """
 from __future__ import annotations
 

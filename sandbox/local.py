@@ -1,10 +1,12 @@
 """The local executor: a pool of warm sandbox slots and the trusted verdict logic.
 
 Each slot is one long-lived sandbox (bubblewrap when available) hosting a fork server
-(``_worker.py``) that has already imported the interpreter's common modules; every job runs in
-a fresh forked child that cannot affect the next one. This process (the trusted parent) sends
-programs and *inputs* only, receives raw output and nonce-tagged records, and decides every
-verdict itself: expected values never enter a sandbox, and an exit code is never evidence.
+(``_worker.py``) that has already imported the interpreter's common modules, and a judge
+server; every job runs in a fresh forked child that cannot affect the next one. This process
+(the trusted parent) sends the fork server programs and inputs only, and the judge server the
+tests, on separate pipes. Verdicts come from the judge server's lines (test code run against
+proxies of the program) and the fork server's observations (captured stdout, exit status),
+never from anything the program writes. See docs/sandbox.md, "threat model".
 
 >>> from llmrl.sandbox import Job, AssertTests, local_executor
 >>> with local_executor(workers=1) as ex:
