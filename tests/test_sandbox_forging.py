@@ -277,3 +277,12 @@ def test_generic_forger_passes_no_benchmark_problem(ex):
             beyond[r.id] = sorted(extra)
     print(json.dumps(by))
     assert beyond == {}, beyond
+
+
+def test_sandboxfusion_refuses_test_code_it_cannot_judge_safely():
+    """SandboxFusion runs the program and any test code in one process: only asserts whose
+    expected value stays on this side are sent; the rest is refused before any request."""
+    from llmrl.sandbox import SandboxFusionExecutor
+    with SandboxFusionExecutor("http://127.0.0.1:9", timeout_s=2) as sf:
+        [r] = sf.run([Job("def add(a, b):\n    return a + b\n", HUMANEVAL)])
+    assert r.outcome is Outcome.SANDBOX_ERROR and "trusted judge" in r.detail, r
