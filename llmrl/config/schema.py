@@ -188,6 +188,10 @@ class TrainerConfig(Section):
     degenerate_patience: int = Field(
         50, ge=1, description="Stop after this many consecutive steps where every group has equal rewards."
     )
+    push_to_hub: str | None = Field(
+        None, description="Hub repo id ('user/name'): final/ (model or LoRA adapter + tokenizer) is uploaded "
+        "there when training ends (token: $HF_TOKEN or hf auth login; hub: $HF_ENDPOINT). A failed push "
+        "exits 1 and leaves final/ in place.")
     device: str = Field("auto", description="'auto', 'cpu', 'cuda', 'cuda:1', ...")
     num_threads: int | None = Field(
         None, gt=0, description="torch CPU threads; None = torch's default. 1 is much faster for tiny models "

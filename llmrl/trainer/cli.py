@@ -2,7 +2,7 @@
 
 Exit codes: 2 for configuration problems (recipe keys, names that do not resolve, missing data
 or model, a resume that does not fit its checkpoint), 1 for failures during training (diverged,
-degenerate signal, an internal error), 130 after Ctrl-C / SIGTERM (a checkpoint was written).
+degenerate signal, a failed trainer.push_to_hub, an internal error), 130 after Ctrl-C / SIGTERM (a checkpoint was written).
 No traceback unless ``--debug``."""
 from __future__ import annotations
 
@@ -49,8 +49,9 @@ def run_recipe(recipe: Path, overrides: list[str], resume: bool, *, debug: bool 
 
             traceback.print_exc()
         from llmrl.trainer.checkpoint import CheckpointWriteError
+        from llmrl.trainer.hub import PushToHubError
 
-        if isinstance(exc, (TrainingDiverged, DegenerateSignal, CheckpointWriteError)):
+        if isinstance(exc, (TrainingDiverged, DegenerateSignal, CheckpointWriteError, PushToHubError)):
             _fail(f"error: {exc}", 1)
         if isinstance(exc, (ValueError, FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError)):
             # configuration that only shows at setup (missing model or data file, dataset column, ...)

@@ -376,4 +376,11 @@ def train(cfg: RecipeConfig, *, resume: bool = False) -> dict[str, Any]:
         "output_dir": str(run.output_dir),
     }
     (run.output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    if cfg.trainer.push_to_hub:  # last: a failed push leaves the finished run (final/, summary.json) as it is
+        from llmrl.trainer.hub import push_final
+
+        summary["pushed_to"] = push_final(final_dir, cfg.trainer.push_to_hub,
+                                          commit_message=f"llmrl: {cfg.data.name} {cfg.algorithm.advantage}, "
+                                                         f"{steps} steps")
+        (run.output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
