@@ -231,6 +231,7 @@ def _streams() -> tuple:
 
 
 _STREAMS = _streams()
+_DEVNULL_R = os.open(os.devnull, os.O_RDONLY)  # stdin of children that get no input
 
 
 def _flush() -> None:
@@ -430,11 +431,13 @@ def run_request(spec: dict) -> dict:
     budget = float(spec.get("budget_s", lim["time_total_s"]))
     max_out = int(lim["max_output_bytes"])
     serve = spec["kind"] == "serve"
-    in_r, in_w = os.pipe()
+    stdin_data = spec.get("stdin", "").encode()
+    # no input: /dev/null (the same EOF as an empty pipe, one pipe fewer per job)
+    in_r, in_w = os.pipe() if stdin_data else (_DEVNULL_R, -1)
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     fds = [in_r, out_w, err_w]
-    mine = [in_r, out_w, err_w]
+    mine = [out_w, err_w] + ([in_r] if stdin_data else [])
     life_r = -1
     if serve:
         req_r, req_w = os.pipe()
@@ -442,7 +445,6 @@ def run_request(spec: dict) -> dict:
         life_r, life_w = os.pipe()
         fds += [req_r, resp_w]
         mine += [req_r, resp_w]
-    stdin_data = spec.get("stdin", "").encode()
     t0 = time.monotonic()
     pid = os.fork()
     if pid == 0:
@@ -471,9 +473,6 @@ def run_request(spec: dict) -> dict:
     if stdin_data:
         os.set_blocking(in_w, False)
         poller.register(in_w, select.POLLOUT)
-    else:
-        os.close(in_w)
-        in_w = -1
     # stdio: one test, per-test limit; serve: the judge times each test, we keep the total.
     deadline = t0 + (min(budget, per_test) if not serve else budget)
     reason = "exit"
