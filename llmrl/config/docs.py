@@ -22,6 +22,31 @@ This page is generated from `llmrl/config/schema.py` (`python -m llmrl.config.do
 """
 
 
+DATA_SOURCES = """
+## Data files and hub data sets
+
+`data.name: file` reads local CSV, parquet or JSON / JSON Lines files with `datasets`
+(`llmrl.data.registry.file_dataset`); `data.name: hf` reads a Hugging Face hub data set
+(`hub_dataset`). Their keys go under `data.args`:
+
+| builder | key | meaning |
+|---|---|---|
+| `file` | `train_path`, `test_path` | one file per split |
+| `file` | `path` | one file for both splits; `test_fraction` (default 0.1) of its rows, a fixed draw, is the test split |
+| `file` | `format` | `csv`, `parquet` or `json`; default from the suffix (.csv, .parquet/.pq, .json/.jsonl/.ndjson) |
+| `hf` | `path`, `config`, `train_split`, `test_split` | hub name (or folder), configuration, splits for training and evaluation |
+| `hf` | `trust_remote_code` | allow the data set's loading script |
+| both | `columns` | rename columns to ours, ours: theirs, e.g. `{prompt: question}`; other columns reach the rewards under their own names |
+
+    data:
+      name: file
+      args: {train_path: data/train.csv, test_path: data/test.csv, columns: {prompt: question}}
+
+A missing, empty or malformed file, or a `columns` entry the data set lacks, stops `llmrl train`
+with exit code 2 naming the key and the file.
+"""
+
+
 def _type_name(ann) -> str:
     text = repr(ann) if not isinstance(ann, type) else ann.__name__
     return text.replace("typing.", "").replace("llmrl.config.schema.", "")
@@ -68,7 +93,7 @@ def render() -> str:
         sub = _nested_model(field.annotation)
         # rewards is a list: its section documents one entry, rewards[]
         render_section(sub, "rewards[]" if name == "rewards" else name, out)
-    return "\n".join(out) + "\n"
+    return "\n".join(out) + "\n" + DATA_SOURCES
 
 
 if __name__ == "__main__":
