@@ -14,6 +14,7 @@ REWARDS: dict[str, str] = {
     "think_answer_format": "llmrl.rewards.format:think_answer_format_reward",
     "boxed_format": "llmrl.rewards.format:boxed_format_reward",
     "code": "llmrl.rewards.code:code_reward",
+    "reward_model": "llmrl.rewards.reward_model:reward_model",
 }
 
 
