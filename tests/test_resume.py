@@ -58,6 +58,9 @@ def test_changed_experiment_settings_are_refused_and_nothing_changes(finished, t
 def test_more_steps_are_applied_and_recorded(finished, tmp_path):
     raw = _copy(finished, tmp_path)
     raw["trainer"]["steps"] = 3
+    raw["trainer"]["eval_every"] = 5                     # cadence, logging and memory savers may change
+    raw.setdefault("model", {})["gradient_checkpointing"] = True
+    raw["logging"]["samples_per_step"] = 1
     summary = train(validate_recipe(raw), resume=True)
     assert summary["resumed_from"] == [2] and summary["steps_this_session"] == 1
     assert yaml.safe_load((tmp_path / "run" / "recipe.yaml").read_text())["trainer"]["steps"] == 3

@@ -37,7 +37,8 @@ log = logging.getLogger("llmrl")
 # Recipe settings a resumed run may change (the rest would make the resumed run a different
 # experiment than the checkpoint's and are refused).
 RESUMABLE_CHANGES = {"trainer.steps", "trainer.eval_every", "trainer.checkpoint_every", "trainer.keep_checkpoints",
-                     "trainer.output_dir", "trainer.device", "trainer.num_threads", "trainer.degenerate_patience"}
+                     "trainer.output_dir", "trainer.device", "trainer.num_threads", "trainer.degenerate_patience",
+                     "trainer.push_to_hub", "model.gradient_checkpointing"}  # the last two change no number
 
 
 @dataclass
