@@ -20,9 +20,6 @@ def executor():
         yield ex
 
 
-SANDBOX_GAPS = {"mbpp/40", "mbpp/88", "mbpp/596", "mbpp/653", "mbpp/902"}
-
-
 def canonical(problems):
     return [ProblemSamples(p, [p.solutions[0]]) for p in problems]
 
@@ -96,15 +93,8 @@ def test_mbpp_canonical_solutions_all_pass_fast(executor, tmp_path):
     seconds = time.perf_counter() - t0
     failed = {r["task_id"]: r["samples"][0] for r in read_results(tmp_path).values() if r["num_correct"] == 0}
     assert s["num_problems"] == 974
-    print(f"MBPP canonical 974 problems: {seconds:.1f} s")
-    assert seconds < 30  # the target is 10 s on an idle 2-core machine
-    # Known sandbox gaps (reported to the sandbox owner): reference solutions returning a
-    # collections.Counter / defaultdict (dict subclasses the strict serialiser refuses: 40, 88,
-    # 653, 902) and an assert whose expected side uses a module the program imported (596:
-    # sys.getsizeof, replayed in a judge that never imported sys). Anything else is a regression.
-    assert set(failed) <= SANDBOX_GAPS, failed
-    if failed:
-        pytest.xfail(f"sandbox gaps still open: {sorted(failed)}")
+    print(f"MBPP canonical 974 problems: {seconds:.1f} s")  # speed is bench/sandbox_throughput.py's job
+    assert not failed, failed  # every reference solution, including Counter/defaultdict returns and sys asserts
     assert s["pass@k"]["1"] == 1.0
 
 
