@@ -199,7 +199,7 @@ class HFEngine:
             token_owner=owner,
             group_ids=torch.arange(len(contexts), device=prompt_ids.device).repeat_interleave(n),
             finish_reason=["length" if t else "stop" for t in truncated.tolist()],
-            prompts=[self.tokenizer.decode(c) for c in contexts for _ in range(n)],
+            prompts=[text for text in self.tokenizer.batch_decode(contexts) for _ in range(n)],
             completions=texts,
             sampler_logps=sampler_logps,
         )

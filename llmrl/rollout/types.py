@@ -89,7 +89,8 @@ class RolloutBatch:
 
     def policy_ids(self) -> list[list[int]]:
         """Each row's policy-generated token ids, in order (TRL's ``completion_ids``)."""
-        return [row[m].tolist() for row, m in zip(self.completion_ids, self.loss_mask.bool())]
+        ids, mask = self.completion_ids.tolist(), self.loss_mask.bool().tolist()   # one conversion, not N
+        return [[t for t, keep in zip(r, m) if keep] for r, m in zip(ids, mask)]
 
     def row(self, i: int) -> tuple[list[int], list[int], list[float]]:
         """Row i's completion as (ids, owners, sampler log-probs), padding removed."""
