@@ -26,8 +26,8 @@ def format_prompts(cfg: RecipeConfig, tokenizer, raw: list[str]) -> list[str]:
 
 def columns_for(dataset, indices: list[int], prompt_column: str, repeat: int) -> dict[str, list]:
     """Dataset columns for the chosen rows, each repeated G times (one per completion)."""
-    rows = dataset.select(indices)
-    return {c: [v for v in rows[c] for _ in range(repeat)] for c in rows.column_names if c != prompt_column}
+    rows = dataset[list(indices)]  # one read of every column (select + per-column reads are 7x slower)
+    return {c: [v for v in values for _ in range(repeat)] for c, values in rows.items() if c != prompt_column}
 
 
 @torch.no_grad()

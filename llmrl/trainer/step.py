@@ -244,7 +244,7 @@ def rl_step(run: "Run", state: "TrainState", step: int) -> dict[str, Any]:
     timers = Timers()
     t_step = time.perf_counter()
     indices = state.sampler.next(cfg.trainer.prompts_per_step)
-    raw = run.train_data.select(indices)[cfg.data.prompt_column]
+    raw = run.train_data[indices][cfg.data.prompt_column]
     prompt_texts = format_prompts(cfg, run.tokenizer, raw)
     sampling = SamplingParams(temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k,
                               max_new_tokens=cfg.rollout.max_completion_length, stop=tuple(cfg.rollout.stop))
