@@ -82,6 +82,7 @@ def _recipe(tmp_path, text):
     ("data:\n  name: arithmetic\n  args: {max_valeu: 9}\n", ["data.args.max_valeu", "Did you mean 'max_value'"]),
     ("data:\n  name: arithmetc\n", ["data.name", "arithmetic"]),
     ("rollout:\n  engine: nosuchmodule:factory\n", ["rollout.engine", "nosuchmodule"]),
+    ("rollout:\n  engine: vllm\n", ["rollout.engine", "'vllm' is not available"]),
     ("model:\n  name_or_path: tiny://arithmatic\n", ["model.name_or_path", "Did you mean 'tiny://arithmetic'"]),
 ])
 def test_reference_errors_exit_2_in_seconds_naming_the_key(tmp_path, text, expected):

@@ -53,8 +53,10 @@ def _data_problems(cfg: RecipeConfig) -> list[str]:
 def _engine_problems(cfg: RecipeConfig) -> list[str]:
     from llmrl.rollout.engine import resolve_engine
 
-    if cfg.rollout.engine in ("hf", "vllm"):
+    if cfg.rollout.engine == "hf":
         return []
+    if cfg.rollout.engine == "vllm":  # said at load, not after a warm start (build_engine refuses it too)
+        return ["rollout.engine: 'vllm' is not available in this release yet; use rollout.engine: hf"]
     try:
         resolve_engine(cfg.rollout.engine)
     except ValueError as exc:
