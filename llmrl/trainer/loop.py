@@ -227,9 +227,6 @@ def setup(cfg: RecipeConfig, *, resume: bool = False) -> tuple[Run, TrainState]:
         if found[2]["step"] >= cfg.trainer.steps and (output_dir / "final").exists():
             raise ValueError(f"--resume: the run in {output_dir} already finished at step {found[2]['step']}; "
                              "raise trainer.steps to train further")
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "recipe.yaml").write_text(dump_recipe(cfg))
-
     model_path = warm_started_model(cfg, progress=cfg.logging.progress)
     seed_everything(cfg.trainer.seed)
     lora = cfg.model.lora
@@ -280,6 +277,10 @@ def setup(cfg: RecipeConfig, *, resume: bool = False) -> tuple[Run, TrainState]:
         ckpt.set_rng_state(saved["rng"])
         engine.sync_weights(policy)  # an engine with its own copy of the weights must sample from the restored ones
         log.warning("resumed from %s (step %d)", path, state.step)
+    # Written only once everything above worked: a run that fails to start leaves no folder behind
+    # (a new run) or the checkpoint's recipe.yaml untouched (a refused or failed resume).
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "recipe.yaml").write_text(dump_recipe(cfg))
     run.logger = RunLogger(output_dir, tensorboard=cfg.logging.tensorboard, wandb=cfg.logging.wandb,
                            wandb_project=cfg.logging.wandb_project, config=cfg.model_dump(mode="json"),
                            resume_step=state.step if found is not None else None)
