@@ -25,6 +25,7 @@ from llmrl.algorithms.losses import policy_loss
 from llmrl.config.schema import AlgorithmConfig
 from llmrl.rewards.runner import RewardResult, TrainerState, score
 from llmrl.rollout.types import RolloutBatch, SamplingParams
+from llmrl.trainer.distributed import sum_across_ranks
 from llmrl.trainer.evaluate import columns_for, format_prompts
 from llmrl.trainer.forward import ForwardOut, forward_completions
 from llmrl.trainer.token_weighting import TokenWeighting
@@ -187,9 +188,10 @@ def update_policy(updater: Updater, policy, batch: RolloutBatch, fw: Forwards, t
     policy.train()
     for _epoch in range(alg.epochs):
         for mb in torch.randperm(len(batch)).chunk(alg.num_minibatches):
-            num_tokens = float(mask[mb].sum())
+            num_tokens = sum_across_ranks(float(mask[mb].sum()))  # the global minibatch's (1 process: this)
+            num_seqs = int(sum_across_ranks(len(mb)))
 
-            def loss_fn(rows: torch.Tensor, mb=mb, num_tokens=num_tokens):
+            def loss_fn(rows: torch.Tensor, num_seqs=num_seqs, num_tokens=num_tokens):
                 fwd = forward_completions(policy, batch, rows, temperature=temperature,
                                           want_hidden=tok_adv.needs_hidden, keep_logits=tok_adv.needs_hidden)
                 dev = fwd.logps.device
@@ -199,7 +201,7 @@ def update_policy(updater: Updater, policy, batch: RolloutBatch, fw: Forwards, t
                     fwd.logps, old, adv_rows.to(dev), mask[rows].to(dev), kind=alg.policy_loss,
                     clip_eps_low=alg.clip_eps_low, clip_eps_high=alg.clip_eps_high, loss_agg=alg.loss_agg,
                     kl_coef=alg.kl_coef, ref_logps=fw.ref_logps[rows].to(dev) if fw.ref_logps is not None else None,
-                    kl_estimator=alg.kl_estimator, num_seqs=len(mb), num_tokens=num_tokens, max_len=max_len,
+                    kl_estimator=alg.kl_estimator, num_seqs=num_seqs, num_tokens=num_tokens, max_len=max_len,
                 )
 
             try:

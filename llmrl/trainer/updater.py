@@ -14,6 +14,8 @@ from typing import Any, Callable, Iterable, Protocol
 
 import torch
 
+from llmrl.trainer.distributed import sum_across_ranks, sum_gradients
+
 LossFn = Callable[[torch.Tensor], "tuple[torch.Tensor, dict[str, torch.Tensor]]"]
 
 
@@ -71,15 +73,19 @@ class Updater:
         for s in sets:
             s.optimizer.zero_grad(set_to_none=True)
         totals: dict[str, float] = {}
+        global_rows = sum_across_ranks(len(rows))  # several processes: ``rows`` is this rank's share
         for micro in rows.split(self.micro_batch_size):
             loss, stats = loss_fn(micro)
             if not torch.isfinite(loss):
                 raise UpdateDiverged(f"the loss is {loss.item()}")
             loss.backward()
-            share = len(micro) / len(rows)
+            share = len(micro) / global_rows
             totals["loss"] = totals.get("loss", 0.0) + loss.item()
             for k, v in stats.items():
                 totals[k] = totals.get(k, 0.0) + float(v) * share
+        totals = {k: sum_across_ranks(v) for k, v in sorted(totals.items())}  # the global minibatch's figures
+        for s in sets:
+            sum_gradients(s.params)  # losses use the global normaliser: the sum is the global gradient
         for s, name in zip(sets, ("grad_norm", "critic_grad_norm")):
             norm = torch.nn.utils.clip_grad_norm_(s.params, s.max_grad_norm or float("inf"))
             if not torch.isfinite(norm):
