@@ -15,6 +15,9 @@ REWARDS: dict[str, str] = {
     "boxed_format": "llmrl.rewards.format:boxed_format_reward",
     "code": "llmrl.rewards.code:code_reward",
     "reward_model": "llmrl.rewards.reward_model:reward_model",
+    "research_f1": "llmrl.rewards.research:research_f1_reward",
+    "research_em": "llmrl.rewards.research:research_em_reward",
+    "search_r1_em": "llmrl.rewards.research:search_r1_em_reward",
 }
 
 
