@@ -24,6 +24,8 @@ IMPORT_NAMES = {
     "huggingface-hub": ("huggingface_hub",),
     "tensorboard": ("torch.utils.tensorboard",),  # torch's writer needs the tensorboard package
     "pytest-timeout": (),  # a pytest plugin, used through the `timeout` ini option
+    "lingua-language-detector": ("lingua",),
+    "unbabel-comet": ("comet",),
 }
 
 
