@@ -120,3 +120,42 @@ def policy_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.
     stats["clip_frac"] = clipped[m].float().mean() if m.any() else torch.tensor(0.0)
     stats["ratio_mean"] = torch.exp(log_ratio.detach())[m].mean() if m.any() else torch.tensor(1.0)
     return loss, stats
+
+
+def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor, *,
+               clip: float | None, num_tokens: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Clipped value loss (PPO2 / OpenRLHF ValueLoss / verl compute_value_loss):
+
+        V_clip = old + clamp(V - old, -clip, clip)
+        loss_t = 0.5 * max((V - R)^2, (V_clip - R)^2)
+
+    summed over policy tokens and divided by ``num_tokens`` (the minibatch's policy tokens, so
+    micro-batches accumulate to the minibatch mean). ``clip`` None: unclipped 0.5 (V - R)^2.
+    Stats: ``value_clipfrac`` = share of tokens where the clipped term is the larger one."""
+    m = mask.to(values.dtype)
+    err = (values - returns) ** 2
+    if clip is None:
+        per_token, clipped = err, torch.zeros_like(err)
+    else:
+        v_clip = old_values + (values - old_values).clamp(-clip, clip)
+        err_clip = (v_clip - returns) ** 2
+        per_token, clipped = torch.maximum(err, err_clip), (err_clip > err).to(values.dtype)
+    loss = 0.5 * (per_token * m).sum() / max(num_tokens, 1.0)
+    n = m.sum().clamp(min=1)
+    return loss, {"value_clipfrac": ((clipped * m).sum() / n).detach(), "value_mse": ((err * m).sum() / n).detach()}
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
+    """1 - Var(R - V) / Var(R) over the masked tokens of the *whole batch* (population variances):
+    1 = the critic predicts returns perfectly, 0 = no better than a constant, < 0 worse. NaN when
+    the returns do not vary. Averaging it per micro-batch (as some trainers log it) is wrong:
+    the mean of ratios is not the ratio of the batch's variances.
+
+    >>> explained_variance(torch.tensor([[1., 2.]]), torch.tensor([[1., 3.]]), torch.ones(1, 2))  # 1 - .25 / 1
+    0.75
+    """
+    m = mask.bool()
+    v, r = values[m].double(), returns[m].double()
+    if len(r) == 0 or r.var(unbiased=False) == 0:
+        return float("nan")
+    return float(1 - (r - v).var(unbiased=False) / r.var(unbiased=False))
