@@ -208,6 +208,29 @@ class LoggingConfig(Section):
     plot: bool = True
 
 
+class AgentConfig(Section):
+    """Multi-turn tool use (llmrl.rollout.agent, docs/research.md): each rollout is turns of think ->
+    tool call -> tool result (environment tokens, never trained) -> ... -> answer."""
+
+    tools: list[str] = Field(default_factory=lambda: ["web_search", "browse_webpage"], min_length=1,
+                             description="Tools: web_search, browse_webpage, or 'package.module:factory' called as "
+                             "factory(backend) -> tool(arguments, ctx) -> str.")
+    search: str = Field(description="Search backend: a corpus .jsonl(.gz) of title/text (indexed once with SQLite "
+                        "FTS5, cached), an http(s):// URL of a Search-R1 /retrieve server (llmrl search serve), or "
+                        "'package.module:function' returning a backend.")
+    search_args: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of the backend.")
+    top_k: int = Field(3, gt=0, description="web_search results per query (the first 3 queries of a call run).")
+    chunk_chars: int = Field(1000, gt=0, description="browse_webpage: characters of a page returned per visit.")
+    max_turns: int = Field(10, ge=0, description="Tool calls per trajectory; one more ends it as malformed.")
+    max_tool_response_tokens: int = Field(512, gt=0, description="A longer tool result loses its middle.")
+    max_total_tokens: int = Field(2048, gt=0, description="Policy + tool tokens after the prompt; per-turn "
+                                  "generation is rollout.max_completion_length.")
+    max_call_chars: int = Field(2000, gt=0, description="A longer <tool_call> is malformed.")
+    tool_timeout_s: float = Field(10.0, gt=0.0, description="Per call; a timed-out call answers with an error "
+                                  "text and the batch goes on.")
+    tool_role: str = Field("tool", description="Chat-template role of tool turns.")
+
+
 class RecipeConfig(Section):
     """A whole recipe. See docs/recipes.md for every key."""
 
@@ -218,6 +241,7 @@ class RecipeConfig(Section):
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    agent: AgentConfig | None = Field(None, description="Multi-turn tool use (research agents); null = single-turn rollouts.")
 
     @property
     def sequences_per_step(self) -> int:

@@ -130,7 +130,8 @@ def _output_dir_problems(cfg: RecipeConfig) -> list[str]:
 
 def recipe_problems(cfg: RecipeConfig) -> list[str]:
     """Every reference problem of a schema-valid recipe (empty list: fine)."""
+    from llmrl.research.build import agent_problems
     from llmrl.rewards.registry import check_reward_specs
 
     return [*_model_problems(cfg), *_device_problems(cfg), *_output_dir_problems(cfg), *check_reward_specs(cfg.rewards), *_data_problems(cfg), *_engine_problems(cfg),
-            *_optimizer_problems(cfg)]
+            *_optimizer_problems(cfg), *agent_problems(cfg.agent)]

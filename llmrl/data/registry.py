@@ -22,6 +22,8 @@ DATASETS: dict[str, str] = {
     "apps": "llmrl.eval.benchmarks:apps_dataset",
     "humaneval": "llmrl.eval.benchmarks:humaneval_dataset",
     "code_tiny": "llmrl.data.code_tiny:code_tiny_dataset",
+    "fact_lookup": "llmrl.data.fact_lookup:fact_lookup_dataset",
+    "multihop": "llmrl.data.multihop:multihop_dataset",
 }
 
 

@@ -25,6 +25,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, proce
 TINY_MODELS = {
     "arithmetic": "procedural arithmetic (recipes/tiny/math_grpo.yaml, llmrl demo)",
     "code": "small code tasks (recipes/tiny/code_grpo.yaml)",
+    "research": "procedural fact lookup with search tools (recipes/tiny/research_grpo.yaml)",
 }
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"

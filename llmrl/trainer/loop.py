@@ -173,9 +173,14 @@ def warm_started_model(cfg: RecipeConfig, *, progress: bool) -> str:
 
 
 def make_engine(cfg: RecipeConfig, model, tokenizer) -> RolloutEngine:
-    return build_engine(cfg.rollout.engine, model, tokenizer, max_prompt_length=cfg.rollout.max_prompt_length,
-                        generation_batch_size=cfg.rollout.generation_batch_size,
-                        add_special_tokens=not cfg.data.use_chat_template)
+    engine = build_engine(cfg.rollout.engine, model, tokenizer, max_prompt_length=cfg.rollout.max_prompt_length,
+                          generation_batch_size=cfg.rollout.generation_batch_size,
+                          add_special_tokens=not cfg.data.use_chat_template)
+    if cfg.agent is not None:   # multi-turn tools: the agent loop over the engine (same Protocol)
+        from llmrl.research.build import build_agent_engine
+
+        engine = build_agent_engine(engine, tokenizer, cfg.agent)
+    return engine
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -1,0 +1,111 @@
+"""Procedural fact lookup: a generated world whose facts are findable only by searching.
+
+Each entity (a made-up name such as ``Vokral``) has a capital and a river (made-up words); its
+one passage in the generated corpus states both. Train and test questions ask about disjoint
+entities, so a model cannot memorise held-out answers: it must search for the entity and copy
+the answer from the tool result. This is the tiny research recipe's task
+(``recipes/tiny/research_grpo.yaml``): a 2-layer character model can learn it on a CPU.
+
+Columns: ``prompt`` (the tiny chat template's user turn), ``answers`` (gold list for
+``research_f1``), ``question``, and ``answer``: a demonstration trace (search call, the real
+tool turn, answer) that the supervised warm start trains on, rendered exactly as the agent
+loop appends it (same tools, same chat template), so warm start and RL see the same tokens.
+
+    >>> ds = fact_lookup_dataset("test", n=2, seed=0)
+    >>> ds[0]["question"].startswith("What is the "), len(ds[0]["answers"])
+    (True, 1)
+"""
+from __future__ import annotations
+
+import json
+import random
+from functools import lru_cache
+from pathlib import Path
+
+_ONSETS = "b d f g k l m n p r s t v z br dr gr kr pl st tr".split()
+_VOWELS = "a e i o u".split()
+RELATIONS = ("capital", "river")
+
+
+def _word(rng: random.Random, syllables: int) -> str:
+    return "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS) for _ in range(syllables)).capitalize()
+
+
+@lru_cache(maxsize=8)
+def world(num_entities: int = 400, world_seed: int = 0) -> tuple[dict, ...]:
+    """The entities, each {id, name, capital, river}; names unique, so one search finds one."""
+    rng = random.Random(world_seed)
+    names: set[str] = set()
+    out = []
+    while len(out) < num_entities:
+        name = _word(rng, 2) + rng.choice(["l", "n", "r", "x"])
+        if name in names:
+            continue
+        names.add(name)
+        out.append({"id": f"f{len(out):05d}", "name": name, "capital": _word(rng, 2), "river": _word(rng, 2)})
+    return tuple(out)
+
+
+def passage(e: dict) -> dict:
+    return {"passage_id": e["id"], "title": e["name"],
+            "text": f"The capital of {e['name']} is {e['capital']}. The river of {e['name']} is {e['river']}."}
+
+
+def corpus_path(num_entities: int = 400, world_seed: int = 0) -> Path:
+    """The world's corpus as JSON Lines in the llmrl cache (written once)."""
+    from llmrl.paths import cache_dir
+
+    path = cache_dir() / "fact_lookup" / f"corpus_{num_entities}_{world_seed}.jsonl"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(passage(e)) + "\n" for e in world(num_entities, world_seed)))
+        tmp.replace(path)
+    return path
+
+
+def search_backend(num_entities: int = 400, world_seed: int = 0):
+    """The world's SQLite index (``agent.search: llmrl.data.fact_lookup:search_backend``)."""
+    from llmrl.research.index import SearchIndex, build_index
+
+    return SearchIndex(build_index(corpus_path(num_entities, world_seed)), snippet_chars=200)
+
+
+def demonstration(e: dict, relation: str, backend, tokenizer, *, top_k: int = 1) -> str:
+    """One search-then-answer trace, with the tool turn the agent loop would append."""
+    from llmrl.research.tools import ToolContext, WebSearch
+    from llmrl.rollout.agent import ToolTurns
+
+    call = {"name": "web_search", "arguments": {"query": [e["name"]]}}
+    first = f"<think>search {e['name']}</think><tool_call>{json.dumps(call)}</tool_call>"
+    result = WebSearch(backend, k=top_k)(call["arguments"], ToolContext())
+    env = tokenizer.decode(ToolTurns(tokenizer).ids(result))
+    return first + env + f"<think>found</think><answer>{e[relation]}</answer>"
+
+
+def fact_lookup_dataset(split: str, n: int | None = None, seed: int = 0, *, num_entities: int = 400,
+                        world_seed: int = 0, test_fraction: float = 0.25, top_k: int = 1):
+    """Questions about the split's entities (the last ``test_fraction`` of the world is held out)."""
+    from datasets import Dataset
+
+    from llmrl.models.tiny import build_char_tokenizer
+
+    if split not in ("train", "test"):
+        raise ValueError(f"data.name fact_lookup: split must be 'train' or 'test', got {split!r}")
+    entities = world(num_entities, world_seed)
+    cut = int(len(entities) * (1 - test_fraction))
+    pool = entities[:cut] if split == "train" else entities[cut:]
+    rng = random.Random(f"{seed}-{split}")
+    pairs = [(e, r) for e in pool for r in RELATIONS]
+    rng.shuffle(pairs)
+    if n is not None:
+        pairs = [pairs[i % len(pairs)] for i in range(n)]
+    backend, tok = search_backend(num_entities, world_seed), build_char_tokenizer()
+    rows = {"prompt": [], "question": [], "answers": [], "answer": []}
+    for e, r in pairs:
+        q = f"What is the {r} of {e['name']}?"
+        rows["question"].append(q)
+        rows["prompt"].append(f"<|user|>{q}<|end|><|assistant|>")
+        rows["answers"].append([e[r]])
+        rows["answer"].append(demonstration(e, r, backend, tok, top_k=top_k))
+    return Dataset.from_dict(rows)
