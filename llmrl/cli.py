@@ -20,6 +20,11 @@ register_trainer_commands(app)  # train, demo
 app.add_typer(eval_app, name="eval", help="Evaluate models or sample files on MBPP / APPS / HumanEval.")
 app.add_typer(sandbox_app, name="sandbox", help="Run, serve and check the code sandbox.")
 app.add_typer(thr_app, name="thr", help="Token Hidden Reward tools (inspect).")
+app.add_typer(__import__("llmrl.research.cli", fromlist=["index_app"]).index_app, name="index",
+              help="Build the local search index of a corpus (research agents).")
+app.add_typer(__import__("llmrl.research.cli", fromlist=["search_app"]).search_app, name="search",
+              help="Serve a local search index over HTTP (Search-R1's /retrieve API).")
+eval_app.command("research")(__import__("llmrl.research.cli", fromlist=["research"]).research)  # F1/EM + tool stats
 app.command("compare")(__import__("llmrl.eval.compare_cli", fromlist=["compare"]).compare)  # runs across seeds: IQM, CIs, AdaStop
 
 

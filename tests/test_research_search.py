@@ -155,3 +155,25 @@ def test_slow_failing_and_rate_limited_backends_do_not_stall_the_batch():
             RetrieverClient(base + "/fail", retries=1, backoff_s=0.01).search("q")
     finally:
         srv.shutdown()
+
+
+def test_cli_index_build_and_eval_research(tmp_path):
+    from typer.testing import CliRunner
+
+    from llmrl.cli import app
+
+    runner = CliRunner()
+    c = tmp_path / "c.jsonl"
+    c.write_text(json.dumps({"title": "Rialto", "text": "The Rialto Bridge is in Venice."}) + "\n")
+    res = runner.invoke(app, ["index", "build", str(c), "--out", str(tmp_path / "i.sqlite")])
+    assert res.exit_code == 0 and json.loads(res.stdout)["passages"] == 1
+    assert runner.invoke(app, ["index", "build", str(tmp_path / "missing.jsonl")]).exit_code == 2
+    q = tmp_path / "q.jsonl"
+    q.write_text(json.dumps({"question": "Which bridge is in Venice?", "answer": "Rialto Bridge"}) + "\n")
+    res = runner.invoke(app, ["eval", "research", "--model", "tiny://arithmetic", "--data", str(q), "--search", str(c),
+                              "--max-new-tokens", "8", "--no-chat"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout[res.stdout.index("{"):])[str(q)]
+    assert out["n"] == 1 and out["format_fail"] == 1.0 and out["f1"] == 0.0 and "searches_per_question" in out
+    res = runner.invoke(app, ["eval", "research", "--model", "tiny://arithmetic", "--data", str(q), "--search", "nope"])
+    assert res.exit_code == 2 and "--search" in res.output

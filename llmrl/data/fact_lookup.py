@@ -1,7 +1,8 @@
 """Procedural fact lookup: a generated world whose facts are findable only by searching.
 
-Each entity (a made-up name such as ``Vokral``) has a capital and a river (made-up words); its
-one passage in the generated corpus states both. Train and test questions ask about disjoint
+Each entity (a made-up name such as ``Vokral``) has a capital (a made-up word); its one passage
+in the generated corpus states it. The passages are short and the traces spare (a 2-layer
+character model must learn to copy the name into the query and the answer out of the result). Train and test questions ask about disjoint
 entities, so a model cannot memorise held-out answers: it must search for the entity and copy
 the answer from the tool result. This is the tiny research recipe's task
 (``recipes/tiny/research_grpo.yaml``): a 2-layer character model can learn it on a CPU.
@@ -12,7 +13,7 @@ tool turn, answer) that the supervised warm start trains on, rendered exactly as
 loop appends it (same tools, same chat template), so warm start and RL see the same tokens.
 
     >>> ds = fact_lookup_dataset("test", n=2, seed=0)
-    >>> ds[0]["question"].startswith("What is the "), len(ds[0]["answers"])
+    >>> ds[0]["question"].startswith("capital of "), len(ds[0]["answers"])
     (True, 1)
 """
 from __future__ import annotations
@@ -24,7 +25,8 @@ from pathlib import Path
 
 _ONSETS = "b d f g k l m n p r s t v z br dr gr kr pl st tr".split()
 _VOWELS = "a e i o u".split()
-RELATIONS = ("capital", "river")
+RELATIONS = ("capital",)
+VERSION = 2   # bump when the generated world or its passages change (the corpus file is cached by it)
 
 
 def _word(rng: random.Random, syllables: int) -> str:
@@ -33,7 +35,7 @@ def _word(rng: random.Random, syllables: int) -> str:
 
 @lru_cache(maxsize=8)
 def world(num_entities: int = 400, world_seed: int = 0) -> tuple[dict, ...]:
-    """The entities, each {id, name, capital, river}; names unique, so one search finds one."""
+    """The entities, each {id, name, capital}; names unique, so one search finds one."""
     rng = random.Random(world_seed)
     names: set[str] = set()
     out = []
@@ -42,20 +44,20 @@ def world(num_entities: int = 400, world_seed: int = 0) -> tuple[dict, ...]:
         if name in names:
             continue
         names.add(name)
-        out.append({"id": f"f{len(out):05d}", "name": name, "capital": _word(rng, 2), "river": _word(rng, 2)})
+        out.append({"id": f"f{len(out):05d}", "name": name, "capital": _word(rng, 2)})
     return tuple(out)
 
 
 def passage(e: dict) -> dict:
     return {"passage_id": e["id"], "title": e["name"],
-            "text": f"The capital of {e['name']} is {e['capital']}. The river of {e['name']} is {e['river']}."}
+            "text": f"Capital: {e['capital']}."}
 
 
 def corpus_path(num_entities: int = 400, world_seed: int = 0) -> Path:
     """The world's corpus as JSON Lines in the llmrl cache (written once)."""
     from llmrl.paths import cache_dir
 
-    path = cache_dir() / "fact_lookup" / f"corpus_{num_entities}_{world_seed}.jsonl"
+    path = cache_dir() / "fact_lookup" / f"corpus_v{VERSION}_{num_entities}_{world_seed}.jsonl"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
@@ -77,10 +79,10 @@ def demonstration(e: dict, relation: str, backend, tokenizer, *, top_k: int = 1)
     from llmrl.rollout.agent import ToolTurns
 
     call = {"name": "web_search", "arguments": {"query": [e["name"]]}}
-    first = f"<think>search {e['name']}</think><tool_call>{json.dumps(call)}</tool_call>"
+    first = f"<think>s</think><tool_call>{json.dumps(call)}</tool_call>"
     result = WebSearch(backend, k=top_k)(call["arguments"], ToolContext())
     env = tokenizer.decode(ToolTurns(tokenizer).ids(result))
-    return first + env + f"<think>found</think><answer>{e[relation]}</answer>"
+    return first + env + f"<think>a</think><answer>{e[relation]}</answer>"
 
 
 def fact_lookup_dataset(split: str, n: int | None = None, seed: int = 0, *, num_entities: int = 400,
@@ -103,7 +105,7 @@ def fact_lookup_dataset(split: str, n: int | None = None, seed: int = 0, *, num_
     backend, tok = search_backend(num_entities, world_seed), build_char_tokenizer()
     rows = {"prompt": [], "question": [], "answers": [], "answer": []}
     for e, r in pairs:
-        q = f"What is the {r} of {e['name']}?"
+        q = f"{r} of {e['name']}?"
         rows["question"].append(q)
         rows["prompt"].append(f"<|user|>{q}<|end|><|assistant|>")
         rows["answers"].append([e[r]])
