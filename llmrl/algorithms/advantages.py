@@ -108,6 +108,17 @@ def token_rewards(rewards: torch.Tensor, mask: torch.Tensor, *, kl: torch.Tensor
     return out
 
 
+def adaptive_kl_coef(coef: float, kl: float, *, target: float, n_seqs: int, horizon: int) -> float:
+    """Next KL coefficient of the adaptive controller (Ziegler et al. 2019, sec. 2.2; OpenRLHF
+    ``AdaptiveKLController``): e = clip(kl / target - 1, -0.2, 0.2), coef * (1 + e * n_seqs / horizon).
+
+    >>> round(adaptive_kl_coef(0.1, 0.2, target=0.1, n_seqs=100, horizon=1000), 6)   # e clipped to .2: * 1.02
+    0.102
+    """
+    error = min(max(kl / target - 1.0, -0.2), 0.2)
+    return coef * (1.0 + error * n_seqs / horizon)
+
+
 def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, *, gamma: float, lam: float) -> torch.Tensor:
     """[N, C] GAE advantages (Schulman et al. 2016) over policy tokens, V = 0 after the end.
 

@@ -2,6 +2,7 @@
 
 A checkpoint is a folder ``checkpoints/step_NNNNNNN/`` with
   trainable.safetensors  the trainable parameters only (LoRA: the adapters, not the frozen base)
+  critic.safetensors     the critic's trainable parameters, when the run trains one (PPO / gae)
   state.pt               optimizer, scheduler, data cursor, counters, every RNG and the recipe,
                          plain tensors/containers only, so it loads with ``weights_only=True``
                          (no arbitrary object is ever unpickled from a checkpoint)
@@ -26,7 +27,7 @@ from safetensors.torch import load_file, save_file
 log = logging.getLogger("llmrl")
 
 _NAME = re.compile(r"^step_(\d+)$")
-WEIGHTS, STATE = "trainable.safetensors", "state.pt"
+WEIGHTS, STATE, CRITIC = "trainable.safetensors", "state.pt", "critic.safetensors"
 
 
 class CheckpointWriteError(RuntimeError):
@@ -79,7 +80,7 @@ def checkpoint_dir(output_dir: str | Path) -> Path:
 
 
 def save_checkpoint(output_dir: str | Path, step: int, model: torch.nn.Module, state: dict[str, Any], *,
-                    keep: int = 2) -> Path:
+                    keep: int = 2, critic: torch.nn.Module | None = None) -> Path:
     """Atomically write ``checkpoints/step_{step}/`` and prune all but the newest ``keep``."""
     folder = checkpoint_dir(output_dir)
     folder.mkdir(parents=True, exist_ok=True)
@@ -90,7 +91,11 @@ def save_checkpoint(output_dir: str | Path, step: int, model: torch.nn.Module, s
         tmp.mkdir()
         save_file(trainable_state(model), str(tmp / WEIGHTS))
         torch.save({**state, "step": step, "rng": rng_state()}, tmp / STATE)
-        for f in (WEIGHTS, STATE):
+        files = [WEIGHTS, STATE]
+        if critic is not None:
+            save_file(trainable_state(critic), str(tmp / CRITIC))
+            files.append(CRITIC)
+        for f in files:
             with open(tmp / f, "rb") as fh:
                 os.fsync(fh.fileno())
     except (OSError, RuntimeError) as exc:  # disk full, quota, permissions (torch.save wraps some as RuntimeError)
@@ -117,8 +122,12 @@ def list_checkpoints(output_dir: str | Path) -> list[Path]:
 
 
 def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(trainable weights, state) of one checkpoint folder, loaded without unpickling objects."""
-    return load_file(str(path / WEIGHTS)), torch.load(path / STATE, map_location="cpu", weights_only=True)
+    """(trainable weights, state) of one checkpoint folder, loaded without unpickling objects;
+    a critic's weights, when the folder has them, are ``state["critic_weights"]``."""
+    state = torch.load(path / STATE, map_location="cpu", weights_only=True)
+    if (path / CRITIC).exists():
+        state["critic_weights"] = load_file(str(path / CRITIC))
+    return load_file(str(path / WEIGHTS)), state
 
 
 def load_latest(output_dir: str | Path) -> tuple[Path, dict[str, torch.Tensor], dict[str, Any]] | None:
