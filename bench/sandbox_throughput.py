@@ -13,7 +13,11 @@ Measures, in the same run on the same machine:
             program run, drain, sweep, wipe), judge server (waiting for the fds, judging), the
             judge's wait for the program to load, and the tests themselves
   own_cpu_ms_per_job  CPU of this process and every sandbox process per job (robust to other
-            load on the machine; 2 cores / this = the CPU-bound ceiling)
+            load on the machine; 2 cores / this = the CPU-bound ceiling), also split by kind
+            of process (cpu_ms_per_job_by_process: parent, fork servers, the programs'
+            children, judge servers); the phases also carry the children's own CPU and
+            page faults (copy-on-write of the fork server's heap)
+  proxy_call  what one call from the test code to the program costs (CPU by process, wall)
 
     .venv/bin/python bench/sandbox_throughput.py            # all 974 MBPP + 164 HumanEval
     .venv/bin/python bench/sandbox_throughput.py --limit 200 --skip-http --skip-humaneval
@@ -33,7 +37,7 @@ import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
-from llmrl.sandbox import HTTPExecutor, Job, Limits, Outcome, local_executor
+from llmrl.sandbox import AssertTests, HTTPExecutor, Job, Limits, Outcome, local_executor
 
 # amicable_numbers_sum(9999) needs ~1-5 s of CPU (idle / busy 2-core machine): give every test room
 LIMITS = Limits(time_per_test_s=15.0, time_total_s=40.0)
@@ -78,8 +82,19 @@ def floor(srcs: list[str], workers: int = 1) -> dict:
             "workers": workers}
 
 
-def _tree_cpu(root: int) -> float:
-    kids: dict[int, list] = {}
+def _own_cpu(ex) -> float:
+    return sum(_cpu_by_process(ex).values())
+
+
+def _cpu_by_process(ex) -> dict:
+    """CPU seconds so far of each kind of process: this one (the parent), the fork servers,
+    the children they forked and reaped (the programs), the judge servers (and the checker
+    judges they reaped). The fork server is the first Python process under a slot's root
+    (bwrap and its init above it in bubblewrap mode); the judge server is its one
+    long-lived Python child."""
+    t = os.times()
+    out = {"parent": t.user + t.system, "fork_server": 0.0, "children": 0.0, "judge_server": 0.0}
+    procs: dict[int, tuple[int, str, list[int]]] = {}
     for p in os.listdir("/proc"):
         if p.isdigit():
             try:
@@ -87,20 +102,28 @@ def _tree_cpu(root: int) -> float:
             except OSError:
                 continue
             rest = st[st.rfind(")") + 2:].split()
-            kids.setdefault(int(rest[1]), []).append((int(p), rest))
-    tot, stack = 0, [root]
-    while stack:
-        for pid, rest in kids.get(stack.pop(), []):
-            tot += sum(int(x) for x in rest[11:15])  # utime stime cutime cstime
-            stack.append(pid)
-    return tot / HZ
-
-
-def _own_cpu(ex) -> float:
-    t = os.times()
+            procs[int(p)] = (int(rest[1]), st[st.find("(") + 1:st.rfind(")")],
+                             [int(x) for x in rest[11:15]])
+    kids: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in procs.items():
+        kids.setdefault(ppid, []).append(pid)
     with ex._lock:
         roots = [s.proc.pid for s in ex._all]
-    return t.user + t.system + sum(_tree_cpu(r) for r in roots)
+    for root in roots:
+        fs, stack = None, [root]
+        while stack and fs is None:
+            pid = stack.pop(0)
+            if pid in procs and procs[pid][1].startswith("python"):
+                fs = pid
+            stack += kids.get(pid, [])
+        if fs is None:
+            continue
+        u, s_, cu, cs = procs[fs][2]
+        out["fork_server"] += (u + s_) / HZ
+        out["children"] += (cu + cs) / HZ
+        for k in kids.get(fs, []):  # the judge server (and a running child, if any)
+            out["judge_server"] += sum(procs[k][2]) / HZ
+    return out
 
 
 def _instrument(ex) -> dict:
@@ -138,6 +161,7 @@ def measure(ex, jobs: list[Job], phases: bool = False) -> dict:
     ex.run(jobs[:8])  # warm up
     acc = _instrument(ex) if phases else None
     c0 = _own_cpu(ex) if phases else 0.0
+    by0 = _cpu_by_process(ex) if phases else {}
     t0 = time.perf_counter()
     res = ex.run(jobs)
     dt = time.perf_counter() - t0
@@ -146,7 +170,10 @@ def measure(ex, jobs: list[Job], phases: bool = False) -> dict:
            "passed": len(jobs) - len(bad), "failures": bad[:10]}
     if phases:
         cpu = _own_cpu(ex) - c0
+        by1 = _cpu_by_process(ex)
         out["own_cpu_ms_per_job"] = round(cpu / len(jobs) * 1000, 3)
+        out["cpu_ms_per_job_by_process"] = {k: round((by1[k] - by0[k]) / len(jobs) * 1000, 3)
+                                            for k in by1}
         out["cpu_bound_ceiling_per_s"] = round(os.cpu_count() * len(jobs) / cpu, 1) if cpu else None
         n = len(jobs)
         out["phases_ms_per_job"] = {k: round(v / n, 3) for k, v in sorted(acc.items()) if k != "runs"}
@@ -155,6 +182,30 @@ def measure(ex, jobs: list[Job], phases: bool = False) -> dict:
         for s in slots:  # undo the instrumentation
             s.__dict__.pop("request", None)
     return out
+
+
+def proxy_call_cost(ex, jobs: int = 200, calls: int = 100) -> dict:
+    """CPU and wall time of one call from the test code to the program (judge -> child ->
+    judge round trip), from jobs with 1 call and with 1 + ``calls`` calls: HumanEval's
+    ``check`` functions make dozens of calls per job, MBPP's asserts about three."""
+    prog = "def f(a, b):\n    return [x + b for x in a]\n"
+
+    def batch(k: int) -> list[Job]:
+        return [Job(prog, AssertTests([f"for i in range({k}):\n    assert f([1, 2, 3], i) == [1 + i, 2 + i, 3 + i]"]),
+                    LIMITS)] * jobs
+    res = {}
+    for k in (1, 1 + calls):
+        ex.run(batch(k)[:8])
+        c0, t0 = _cpu_by_process(ex), time.perf_counter()
+        out = ex.run(batch(k))
+        dt, c1 = time.perf_counter() - t0, _cpu_by_process(ex)
+        assert all(r.outcome is Outcome.PASS for r in out), [r.detail for r in out][:3]
+        res[k] = (dt, {p: c1[p] - c0[p] for p in c1})
+    (d1, c1), (d2, c2) = res[1], res[1 + calls]
+    n = jobs * calls
+    return {"wall_ms_per_call_per_slot": round((d2 - d1) * ex.workers / n * 1000, 4),
+            "cpu_ms_per_call": round((sum(c2.values()) - sum(c1.values())) / n * 1000, 4),
+            "cpu_ms_per_call_by_process": {p: round((c2[p] - c1[p]) / n * 1000, 4) for p in c2}}
 
 
 def free_port() -> int:
@@ -190,6 +241,7 @@ def main() -> None:
             rest = [j for j in jobs if j.id not in SLOWEST]
             out[name]["local_instrumented"] = measure(ex, rest, phases=True) | {
                 "left_out": sorted(SLOWEST & {j.id for j in jobs})}
+        out["proxy_call"] = proxy_call_cost(ex)
     if not a.skip_http:
         port = free_port()
         cmd = [os.path.join(os.path.dirname(sys.executable), "llmrl"), "sandbox", "serve",

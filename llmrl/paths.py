@@ -28,6 +28,8 @@ BENCHMARK_FILES: dict[str, tuple[str, ...]] = {
     "mbpp": ("mbpp/mbpp.jsonl", "mbpp/sanitized-mbpp.json"),
     "apps": ("apps/apps_train_mapcoder128.jsonl", "apps/apps_train_coderl5.jsonl"),
     "humaneval": ("humaneval/HumanEval.jsonl.gz",),
+    "wmt22": tuple(f"translation/wmt22/generaltest2022.{p}.jsonl.gz" for p in
+                   ("en-de", "de-en", "en-zh", "zh-en", "en-ru", "ru-en", "en-ja", "ja-en", "de-fr", "fr-de")),
 }
 
 

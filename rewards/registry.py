@@ -18,6 +18,10 @@ REWARDS: dict[str, str] = {
     "research_f1": "llmrl.rewards.research:research_f1_reward",
     "research_em": "llmrl.rewards.research:research_em_reward",
     "search_r1_em": "llmrl.rewards.research:search_r1_em_reward",
+    "translation_exemplar": "llmrl.rewards.translation.rewards:exemplar_reward",
+    "translation_metric": "llmrl.rewards.translation.rewards:metric_reward",
+    "translation_language": "llmrl.rewards.translation.rewards:language_reward",
+    "translation_gated": "llmrl.rewards.translation.gates:gated_reward",
 }
 
 

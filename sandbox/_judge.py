@@ -132,7 +132,7 @@ class Chan:
     def ask(self, req: dict) -> dict:
         self.id += 1
         req["id"] = self.id
-        data = json.dumps(req, separators=(",", ":")).encode() + b"\n"
+        data = _serial.compact_json(req).encode() + b"\n"
         try:
             while data:
                 n = os.write(self.req_w, data)
@@ -272,7 +272,7 @@ class Out:
         self.sink = sink
 
     def __call__(self, **kw) -> None:
-        data = json.dumps(kw, separators=(",", ":")).encode() + b"\n"
+        data = _serial.compact_json(kw).encode() + b"\n"
         if type(self.sink) is bytearray:
             self.sink += data
             return

@@ -30,6 +30,11 @@ MAX_DEPTH = 64
 MAX_ITEMS = 2_000_000
 
 
+# json.dumps(x, separators=(",", ":")) builds a new encoder on every call; every frame and
+# channel line of the sandbox goes through this one (measured: ~2 us of each ~10 us dump).
+compact_json = json.JSONEncoder(separators=(",", ":")).encode
+
+
 class Unserialisable(ValueError):
     """The value is not made only of exact built-in types (or is too deep / too large)."""
 

@@ -91,7 +91,7 @@ class Slot:
 
     @staticmethod
     def _send(fd: int, obj: dict) -> None:
-        body = json.dumps(obj, separators=(",", ":")).encode()
+        body = _serial.compact_json(obj).encode()
         data = memoryview(struct.pack(">I", len(body)) + body)
         while data:
             n = os.write(fd, data)

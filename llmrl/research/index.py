@@ -23,6 +23,10 @@ from pathlib import Path
 from typing import Iterator
 
 _WORD = re.compile(r"\w+", re.UNICODE)
+# Words nearly every passage has: BM25 gives them ~0 weight anyway, but each one in an OR query
+# makes SQLite walk its whole posting list (median query latency 35 ms -> see docs/research.md).
+STOPWORDS = frozenset("""a an and are as at be by did do does for from had has have he her his how in is it its
+of on or she that the their them they this to was were what when where which who whom whose why will with""".split())
 SCHEMA_VERSION = 1
 
 
@@ -120,8 +124,14 @@ def build_index(corpus: str | Path, index_path: str | Path | None = None, *, for
 
 def fts_query(text: str) -> str | None:
     """A free-text query as an FTS5 expression: every word quoted (so no user text is FTS5
-    syntax: ``AND``, ``*``, quotes, columns), OR-ed, so BM25 ranks by the words that match."""
+    syntax: ``AND``, ``*``, quotes, columns), OR-ed, so BM25 ranks by the words that match;
+    ``STOPWORDS`` dropped.
+
+    >>> fts_query('Who founded "Rialto" AND *?')
+    '"founded" OR "rialto"'
+    """
     words = list(dict.fromkeys(w.lower() for w in _WORD.findall(text)))
+    words = [w for w in words if w not in STOPWORDS] or words   # a query of only stopwords keeps them
     return " OR ".join(f'"{w}"' for w in words[:64]) or None
 
 

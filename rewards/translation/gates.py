@@ -6,15 +6,20 @@ padding that repeats the answer. Each gate catches one of these without a judge,
 translation that fails one gets the reward's lowest score. They compose with any reward:
 the translation rewards take ``gates:``, and :func:`gated_reward` wraps any other reward.
 
-Defaults (``Gates()``): language ID on (the detected language must be the target), source-copy
-check on, length within [0.5, 1.6] of the exemplar (else the reference, else the source scaled
-by the pair's usual length ratio)."""
+Defaults (``Gates()``): language ID on (lingua must give the target language at least 0.2 of
+its confidence), source-copy check on, length within [0.5, 1.6] of the exemplar (else the
+reference; else [0.4, 2.2] of the source scaled by the pair's usual length ratio).
+
+Measured on WMT22 references (the first 300 segments of each of the 10 directions, the other
+reference as exemplar where there is one): the gates pass 97-100% of genuine translations; the
+misses are short e-commerce titles ("#Product1# out now!") and references much longer than
+the exemplar."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-from llmrl.rewards.translation.languages import DEFAULT_CANDIDATES, detect_language, expected_length_ratio
+from llmrl.rewards.translation.languages import DEFAULT_CANDIDATES, expected_length_ratio, language_confidence
 from llmrl.rewards.translation.metrics import chrf
 
 
@@ -22,27 +27,42 @@ from llmrl.rewards.translation.metrics import chrf
 class Gates:
     """Which gates run, and their bounds (recipe key ``gates:``, a mapping of these fields).
 
-    - ``language``: detected language (lingua, among ``languages`` plus the pair's) must be the
-      target; texts shorter than ``language_min_chars`` are not judged (too short to tell).
+    - ``language``: lingua's confidence (among ``languages`` plus the pair's) that the text is
+      in the target language must be at least ``language_threshold``; a plain "detected language
+      == target" test fails short English titles as German ("LG has a prettier red.": de 0.41,
+      en 0.34), while a real wrong-language output leaves the target near 0. Texts shorter than
+      ``language_min_chars`` are not judged (too short to tell).
     - ``copy``: chrF of the translation against the source must stay under ``copy_threshold``
-      (0-1) unless the reference is itself that close to the source (names, numbers, code).
-    - ``length_ratio``: [low, high] bounds on len(translation) / len(anchor) in characters, each
-      plus ``length_slack`` (so short segments are not failed for a character or two); None: off.
+      (0-1) unless the reference or exemplar is itself that close to the source (names,
+      numbers, product codes).
+    - ``repeat``: fails a text in which one stretch of at least ``repeat_fraction`` of its
+      length (and 10 characters) occurs twice without overlap: the answer padded with itself,
+      which a length bound relative to a longer exemplar can miss.
+    - ``length_ratio``: [low, high] bounds on len(translation) / len(anchor) in characters when
+      the anchor is the exemplar or the reference; ``source_length_ratio`` when it is the source
+      (scaled by the languages' usual ratio, a looser guess). Each bound gets ``length_slack``
+      characters (short segments are not failed for a character or two); None: off.
     """
 
     language: bool = True
     languages: tuple[str, ...] = DEFAULT_CANDIDATES
     language_min_chars: int = 8
+    language_threshold: float = 0.2
     copy: bool = True
     copy_threshold: float = 0.6
     length_ratio: tuple[float, float] | None = (0.5, 1.6)
-    length_slack: int = 2
+    source_length_ratio: tuple[float, float] | None = (0.4, 2.2)
+    length_slack: int = 3
+    repeat: bool = True
+    repeat_fraction: float = 0.3
 
     def __post_init__(self):
-        if self.length_ratio is not None:
-            lo, hi = self.length_ratio
-            if not 0 <= lo < hi:
-                raise ValueError(f"gates.length_ratio: {list(self.length_ratio)} must be [low, high] with 0 <= low < high")
+        for key in ("length_ratio", "source_length_ratio"):
+            bounds = getattr(self, key)
+            if bounds is not None and not (len(bounds) == 2 and 0 <= bounds[0] < bounds[1]):
+                raise ValueError(f"gates.{key}: {list(bounds)} must be [low, high] with 0 <= low < high")
+        if not 0 <= self.language_threshold <= 1:
+            raise ValueError(f"gates.language_threshold: {self.language_threshold} must be in [0, 1]")
         if not 0 < self.copy_threshold <= 1:
             raise ValueError(f"gates.copy_threshold: {self.copy_threshold} must be in (0, 1]")
 
@@ -63,9 +83,29 @@ class Gates:
         spec = dict(spec)
         if "languages" in spec:
             spec["languages"] = tuple(spec["languages"])
-        if spec.get("length_ratio") is not None:
-            spec["length_ratio"] = tuple(spec["length_ratio"])
+        for key in ("length_ratio", "source_length_ratio"):
+            if spec.get(key) is not None:
+                spec[key] = tuple(spec[key])
         return cls(**spec)
+
+
+def repeats_itself(text: str, fraction: float = 0.3, min_chars: int = 10) -> bool:
+    """Whether a stretch of ``max(min_chars, fraction * len(text))`` characters occurs twice in
+    ``text`` without overlapping.
+
+    >>> repeats_itself("Ich hoffe, Sie finden eine Lösung. Ich hoffe, Sie finden eine Lösung.")
+    True
+    >>> repeats_itself("Ich hoffe wirklich, dass Sie eine Lösung finden werden")
+    False
+    """
+    width = max(min_chars, int(fraction * len(text)))
+    first: dict[str, int] = {}
+    for i in range(len(text) - width + 1):
+        window = text[i:i + width]
+        j = first.setdefault(window, i)
+        if i - j >= width:
+            return True
+    return False
 
 
 def gate_failure(translation: str, *, gates: Gates, source: str | None = None, tgt_lang: str | None = None,
@@ -75,24 +115,26 @@ def gate_failure(translation: str, *, gates: Gates, source: str | None = None, t
     text = translation.strip()
     if not text:
         return "empty"
-    if gates.length_ratio is not None:
-        anchor, scale = exemplar or reference, 1.0
-        if not anchor and source:
-            anchor, scale = source, expected_length_ratio(src_lang, tgt_lang)
+    anchor, scale, bounds = exemplar or reference, 1.0, gates.length_ratio
+    if not anchor and source:
+        anchor, scale, bounds = source, expected_length_ratio(src_lang, tgt_lang), gates.source_length_ratio
+    if bounds is not None and gates.length_ratio is not None:
         if anchor:
-            lo, hi = gates.length_ratio
+            lo, hi = bounds
             expected = len(anchor.strip()) * scale
             if len(text) > hi * expected + gates.length_slack:
                 return "too_long"
             if len(text) < lo * expected - gates.length_slack:
                 return "too_short"
+    if gates.repeat and repeats_itself(text, gates.repeat_fraction):
+        return "repeated"
     if gates.copy and source and chrf(text, [source]) / 100 >= gates.copy_threshold:
-        if not (reference and chrf(reference, [source]) / 100 >= gates.copy_threshold):
+        if not any(t and chrf(t, [source]) / 100 >= gates.copy_threshold for t in (reference, exemplar)):
             return "source_copy"
     if gates.language and tgt_lang and len(text) >= gates.language_min_chars:
-        found = detect_language(text, tuple(gates.languages) + tuple(c for c in (tgt_lang, src_lang) if c))
-        if found is not None and found != tgt_lang.lower():
-            return f"wrong_language:{found}"
+        conf, top = language_confidence(text, tgt_lang, tuple(gates.languages) + ((src_lang,) if src_lang else ()))
+        if conf < gates.language_threshold:
+            return f"wrong_language:{top}"
     return None
 
 
