@@ -9,6 +9,7 @@ owning the warping can the engine record the log-prob of each sampled token unde
 distribution it was really drawn from (``SamplingParams.logprobs``)."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -106,6 +107,11 @@ class _WarpAndRecord(LogitsProcessor):
         return out[:, :num_new]
 
 
+def _offset(sampling: SamplingParams, first: int) -> SamplingParams:
+    """The sampling of a chunk whose first context is number ``first`` of the call."""
+    return sampling if sampling.seed is None else dataclasses.replace(sampling, seed=sampling.seed + first)
+
+
 class HFEngine:
     def __init__(self, model, tokenizer, *, max_prompt_length: int, generation_batch_size: int | None = None,
                  add_special_tokens: bool = True):
@@ -157,7 +163,12 @@ class HFEngine:
             kwargs.update(stop_strings=list(sampling.stop), tokenizer=self.tokenizer)
         was_training = self.model.training
         self.model.eval()
-        out = self.model.generate(input_ids=input_ids, attention_mask=attn, **kwargs)
+        if sampling.seed is None or sampling.greedy:
+            out = self.model.generate(input_ids=input_ids, attention_mask=attn, **kwargs)
+        else:  # this chunk's own stream; the process's RNG is left where it was
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                torch.manual_seed(sampling.seed)
+                out = self.model.generate(input_ids=input_ids, attention_mask=attn, **kwargs)
         self.model.train(was_training)
         completion = out[:, input_ids.shape[1]:]
         logps = warp.finish(out, completion.shape[1]).cpu() if sampling.logprobs else None
@@ -171,7 +182,7 @@ class HFEngine:
 
         ``prompts`` of the returned batch are the decoded contexts (for logs only)."""
         chunk = self.generation_batch_size or len(contexts)
-        parts = [self._generate_chunk(contexts[i:i + chunk], sampling, n) for i in range(0, len(contexts), chunk)]
+        parts = [self._generate_chunk(contexts[i:i + chunk], _offset(sampling, i), n) for i in range(0, len(contexts), chunk)]
         pad = self.tokenizer.pad_token_id
         P = max(p[0].shape[1] for p in parts)
         C = max(p[2].shape[1] for p in parts)

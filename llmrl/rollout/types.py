@@ -22,7 +22,8 @@ FinishReason = Literal["stop", "length"]
 class SamplingParams:
     """``stop`` strings and ``stop_token_ids`` end a completion like the end-of-sequence token
     does (the stopping text/token is kept and trained: the model must learn to stop there).
-    ``logprobs`` asks the engine for the log-probability of each sampled token under the
+    ``seed`` makes samples independent of how contexts are split over processes (see the
+    field). ``logprobs`` asks the engine for the log-probability of each sampled token under the
     distribution it really sampled from (after temperature / top-k / top-p); a vLLM engine needs
     them for the truncated importance-sampling correction."""
 
@@ -34,6 +35,10 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     stop_token_ids: tuple[int, ...] = ()
     logprobs: bool = False
+    # Reproducible sampling whatever the batching: context i of a call samples from a generator
+    # seeded by ``seed + i`` (vLLM: per request; hf: per chunk of generation_batch_size contexts,
+    # from its first context's index). None: the process's own random stream.
+    seed: int | None = None
 
 
 @dataclass

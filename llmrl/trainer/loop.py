@@ -23,11 +23,13 @@ import torch
 
 from llmrl.config.load import dump_recipe
 from llmrl.config.schema import RecipeConfig
+from llmrl.algorithms.advantages import ESTIMATORS
 from llmrl.rewards.runner import RewardFn, TrainerState, build_reward_fns
 from llmrl.rollout.engine import RolloutEngine, build_engine
 from llmrl.trainer import checkpoint as ckpt
 from llmrl.trainer.evaluate import columns_for, format_prompts, greedy_eval  # noqa: F401 (public helpers)
-from llmrl.trainer.reporting import RunLogger, plot_curves, read_metrics
+from llmrl.trainer.distributed import any_across_ranks, barrier, gather_objects, init_from_env, is_main, world
+from llmrl.trainer.reporting import NullLogger, RunLogger, plot_curves, read_metrics
 from llmrl.trainer.step import DegenerateSignal, TrainingDiverged, rl_step  # noqa: F401 (raised by train)
 from llmrl.trainer.token_weighting import TokenWeighting
 from llmrl.trainer.updater import ParamSet, Updater, build_optimizer, build_scheduler
@@ -87,7 +89,6 @@ class Run:
     weighting: TokenWeighting
     logger: RunLogger
     has_dropout: bool = False           # any active dropout layer in the policy (fixed after setup)
-    critic: torch.nn.Module | None = None   # the value model of algorithm.advantage: gae
 
 
 @dataclass
@@ -111,8 +112,8 @@ class TrainState:
 
 
 def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "auto":  # several processes: init_from_env made GPU LOCAL_RANK the current one
+        return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"trainer.device: {name!r} but CUDA is not available here; use 'cpu' or 'auto'")
@@ -210,6 +211,9 @@ def setup(cfg: RecipeConfig, *, resume: bool = False) -> tuple[Run, TrainState]:
 
     if cfg.trainer.num_threads:
         torch.set_num_threads(cfg.trainer.num_threads)
+    rank, n_procs = init_from_env()  # torchrun / accelerate launch: join the other ranks
+    if n_procs > 1:
+        check_multi_process(cfg, n_procs)
     output_dir = Path(cfg.trainer.output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise ValueError(f"trainer.output_dir: {output_dir} is a file; choose a folder")
@@ -243,7 +247,7 @@ def setup(cfg: RecipeConfig, *, resume: bool = False) -> tuple[Run, TrainState]:
         gradient_checkpointing=cfg.model.gradient_checkpointing,
     )
     ref = None  # with LoRA the reference is the base model with adapters off: no second copy
-    if (cfg.algorithm.kl_coef > 0 or cfg.algorithm.kl_reward_coef > 0) and lora is None:
+    if cfg.algorithm.kl_coef > 0 and lora is None:
         ref, _ = load_model_and_tokenizer(model_path, dtype=cfg.model.dtype, device=str(device),
                                           trust_remote_code=cfg.model.trust_remote_code)
         ref.eval().requires_grad_(False)
@@ -255,7 +259,6 @@ def setup(cfg: RecipeConfig, *, resume: bool = False) -> tuple[Run, TrainState]:
                                                            total_steps=tr.steps), tr.max_grad_norm),
         micro_batch_size=tr.micro_batch_size,
     )
-    critic = build_critic(cfg, model_path, device, updater) if cfg.critic is not None else None
     engine = make_engine(cfg, policy, tokenizer)
     reward_fns = build_reward_fns(cfg.rewards)
     train_data = build_dataset(cfg.data.name, "train", n=cfg.data.train_size, seed=tr.seed, args=cfg.data.args)
@@ -272,65 +275,63 @@ def setup(cfg: RecipeConfig, *, resume: bool = False) -> tuple[Run, TrainState]:
               weighting=TokenWeighting(cfg.algorithm.token_weighting, total_steps=tr.steps, tokenizer=tokenizer,
                                         inspect_path=output_dir / "thr_samples.jsonl"),
               logger=None,  # type: ignore[arg-type]
-              has_dropout=any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in policy.modules()), critic=critic)
+              has_dropout=any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in policy.modules()))
     state = TrainState(sampler=sampler)
     if found is not None:
         path, weights, saved = found
         ckpt.load_trainable(policy, weights)
         updater.load_state_dict(saved["updater"])
-        if critic is not None:
-            if "critic_weights" not in saved:
-                raise ValueError(f"--resume: {path} holds no critic weights (critic.safetensors)")
-            ckpt.load_trainable(critic, saved["critic_weights"])
         sampler.epoch, sampler.position = saved["sampler"]["epoch"], saved["sampler"]["position"]
         state = TrainState.from_dict(sampler, saved["step"], saved["train_state"])
         state.resumed_from.append(saved["step"])
-        ckpt.set_rng_state(saved["rng"])
+        per_rank = saved.get("rng_ranks")
+        if n_procs > 1 and (per_rank is None or len(per_rank) != n_procs):
+            log.warning("--resume: the checkpoint was written by %s processes, this run has %d: random streams "
+                        "restart from rank 0's", len(per_rank) if per_rank else 1, n_procs)
+        ckpt.set_rng_state(per_rank[rank] if per_rank and len(per_rank) == n_procs else saved["rng"])
         engine.sync_weights(policy)  # an engine with its own copy of the weights must sample from the restored ones
         log.warning("resumed from %s (step %d)", path, state.step)
     # Written only once everything above worked: a run that fails to start leaves no folder behind
     # (a new run) or the checkpoint's recipe.yaml untouched (a refused or failed resume).
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "recipe.yaml").write_text(dump_recipe(cfg))
-    run.logger = RunLogger(output_dir, tensorboard=cfg.logging.tensorboard, wandb=cfg.logging.wandb,
-                           wandb_project=cfg.logging.wandb_project, config=cfg.model_dump(mode="json"),
-                           resume_step=state.step if found is not None else None)
+    # Several processes: only rank 0 writes files (the others log nothing and save nothing).
+    if is_main():
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "recipe.yaml").write_text(dump_recipe(cfg))
+        run.logger = RunLogger(output_dir, tensorboard=cfg.logging.tensorboard, wandb=cfg.logging.wandb,
+                               wandb_project=cfg.logging.wandb_project, config=cfg.model_dump(mode="json"),
+                               resume_step=state.step if found is not None else None)
+    else:
+        run.logger = NullLogger()  # type: ignore[assignment]
+        run.weighting.inspect_path = None
+    barrier()
     return run, state
 
 
-def build_critic(cfg: RecipeConfig, model_path: str, device: torch.device, updater: Updater) -> torch.nn.Module:
-    """The value model (``llmrl.trainer.critic``), trained by the Updater's second parameter set
-    with its own optimizer and constant learning rate ``critic.lr``."""
-    from llmrl.trainer.critic import load_critic
-
-    c, tr = cfg.critic, cfg.trainer
-    critic = load_critic(c.model or model_path, dtype=cfg.model.dtype, device=str(device),
-                         trust_remote_code=cfg.model.trust_remote_code, lora=cfg.model.lora)
-    params = [p for p in critic.parameters() if p.requires_grad]
-    updater.critic = ParamSet(params, build_optimizer(tr.optimizer, params, lr=c.lr, weight_decay=tr.weight_decay,
-                                                      args=tr.optimizer_args), None, c.max_grad_norm)
-    return critic
-
-
-def pretrain_critic(run: Run, state: TrainState, steps: int) -> dict[str, float]:
-    """VC-PPO's value pretraining: ``steps`` critic-only updates on rollouts of the frozen initial
-    policy, so the first PPO advantages come from a critic that already predicts returns.
-    Returns the first and last explained variance (kept in the run's history)."""
-    from llmrl.progress import progress as progress_bar
-
-    evs = []
-    for _ in progress_bar(range(steps), desc="critic pretraining", enabled=run.cfg.logging.progress):
-        m = rl_step(run, state, 0, pretrain=True)
-        evs.append(m.get("critic/explained_variance", float("nan")))
-    log.info("critic pretraining: %d steps, explained variance %.3f -> %.3f", steps, evs[0], evs[-1])
-    return {"steps": steps, "explained_variance_first": evs[0], "explained_variance_last": evs[-1]}
+def check_multi_process(cfg: RecipeConfig, n_procs: int) -> None:
+    """What several processes need from the recipe: whole groups per rank, and an estimator
+    that needs no statistics of the whole batch (those see only one rank's share)."""
+    if cfg.trainer.prompts_per_step % n_procs:
+        raise ValueError(f"trainer.prompts_per_step: {cfg.trainer.prompts_per_step} is not divisible by the "
+                         f"{n_procs} processes; every rank trains whole prompt groups")
+    if not ESTIMATORS[cfg.algorithm.advantage].needs_groups:
+        allowed = sorted(k for k, e in ESTIMATORS.items() if e.needs_groups)
+        raise ValueError(f"algorithm.advantage: {cfg.algorithm.advantage!r} uses statistics of the whole batch, "
+                         f"which a rank does not hold with {n_procs} processes; use one of {allowed}, or one process")
 
 
 def save(run: Run, state: TrainState, step: int) -> Path:
+    """Checkpoint ``step``. Several processes: every rank calls it; rank 0 writes the (identical)
+    weights and optimizer state, with every rank's random streams, so a resume is exact."""
     payload = {"updater": run.updater.state_dict(), "sampler": state.sampler.state(), "train_state": state.to_dict(),
                "recipe": json.dumps(run.cfg.model_dump(mode="json"))}
-    return ckpt.save_checkpoint(run.output_dir, step, run.policy, payload, keep=run.cfg.trainer.keep_checkpoints,
-                                critic=run.critic)
+    rngs = gather_objects(ckpt.rng_state())
+    if len(rngs) > 1:
+        payload["rng_ranks"] = rngs
+    path = ckpt.checkpoint_dir(run.output_dir) / f"step_{step:07d}"
+    if is_main():
+        path = ckpt.save_checkpoint(run.output_dir, step, run.policy, payload, keep=run.cfg.trainer.keep_checkpoints)
+    barrier()
+    return path
 
 
 def evaluate(run: Run, step: int = 0) -> dict[str, float]:
@@ -357,8 +358,6 @@ def train(cfg: RecipeConfig, *, resume: bool = False) -> dict[str, Any]:
         if before:  # data.eval_size: 0 evaluates nothing: no eval row, no eval keys in the summary
             run.logger.metrics(0, before)
         log.info("held-out before RL: %s", before)
-    if cfg.critic is not None and cfg.critic.pretrain_steps and state.step == 0:
-        state.history["critic_pretrain"] = pretrain_critic(run, state, cfg.critic.pretrain_steps)
     bar = progress_bar(total=steps, initial=start, desc="RL", enabled=cfg.logging.progress)
     last_eval: dict[str, float] = {}
     stop_signal: list[int] = []
@@ -376,7 +375,7 @@ def train(cfg: RecipeConfig, *, resume: bool = False) -> dict[str, Any]:
             bar.update(1)
             bar.set_postfix({"reward": f"{m['reward/mean']:.3f}",
                              **({"acc": f"{last_eval['eval/accuracy']:.3f}"} if last_eval else {})})
-            if stop_signal and step < steps:
+            if any_across_ranks(bool(stop_signal)) and step < steps:  # all ranks stop at the same step
                 path = save(run, state, step)
                 raise _Interrupted(f"stopped by signal {stop_signal[0]} after step {step}; checkpoint {path}. "
                                    f"Resume with: llmrl train RECIPE --resume")
@@ -398,6 +397,8 @@ def train(cfg: RecipeConfig, *, resume: bool = False) -> dict[str, Any]:
     after = evaluate(run, steps)
     run.logger.metrics(steps, {**after, "final": 1})
     save(run, state, steps)
+    if not is_main():
+        return {"steps": steps, "rank": world()[0], "output_dir": str(run.output_dir)}
     from llmrl.models.load import save_final
 
     final_dir = save_final(run.policy, run.tokenizer, run.output_dir / "final")  # LoRA: names its base as given

@@ -83,6 +83,19 @@ class RunLogger:
             self._wandb.finish()
 
 
+class NullLogger:
+    """The logger of ranks other than 0 in multi-process training: only rank 0 writes files."""
+
+    def metrics(self, step: int, values: dict[str, float]) -> None:
+        pass
+
+    def samples(self, step: int, records: list[dict[str, Any]]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
