@@ -145,9 +145,11 @@ class TokenWeightingConfig(Section):
 
 
 class AlgorithmConfig(Section):
-    advantage: Literal["grpo", "dr_grpo", "rloo", "reinforce"] = Field(
+    advantage: Literal["grpo", "dr_grpo", "rloo", "reinforce", "gae", "reinforce_pp", "reinforce_pp_baseline"] = Field(
         "grpo", description="grpo: (r-mean)/std in the group; dr_grpo: r-mean (no std); rloo: leave-one-out; "
-        "reinforce: r - batch mean (no groups: num_generations may be 1). Registry: llmrl.algorithms.advantages."
+        "reinforce: r - batch mean (no groups: num_generations may be 1); gae: PPO with a learned critic (needs "
+        "the critic: section); reinforce_pp: REINFORCE++ (discounted return, batch-whitened); "
+        "reinforce_pp_baseline: r - group mean, then REINFORCE++. Registry: llmrl.algorithms.advantages."
     )
     policy_loss: Literal["ppo_clip", "gspo", "gspo_token"] = "ppo_clip"
     loss_agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"] = "token-mean"
@@ -165,6 +167,34 @@ class AlgorithmConfig(Section):
         "they are kept, because their KL term still has a gradient."
     )
     token_weighting: TokenWeightingConfig = Field(default_factory=TokenWeightingConfig)
+    # Token-level estimators only (gae, reinforce_pp, reinforce_pp_baseline):
+    gamma: float = Field(1.0, ge=0.0, le=1.0, description="Discount per policy token (token-level estimators).")
+    lambda_actor: float = Field(0.95, ge=0.0, le=1.0, description="GAE lambda of the policy's advantages (gae).")
+    lambda_critic: float = Field(1.0, ge=0.0, le=1.0, description="GAE lambda of the critic's targets (gae); "
+                                 "VC-PPO: 1.0 gives unbiased value targets on long completions.")
+    whiten_advantages: bool = Field(True, description="(A - mean) / std over every policy token of the batch "
+                                    "(token-level estimators).")
+    kl_reward_coef: float = Field(0.0, ge=0.0, description="Per-token KL penalty in the reward: "
+                                  "-coef * (log pi_old - log pi_ref) on every policy token (token-level estimators).")
+    kl_reward_target: float | None = Field(
+        None, gt=0.0, description="Adaptive kl_reward_coef (Ziegler et al. 2019): the coefficient follows this "
+        "target mean KL per token over kl_reward_horizon sequences; None = fixed coefficient.")
+    kl_reward_horizon: int = Field(10000, gt=0, description="Sequences over which the adaptive coefficient moves.")
+
+
+class CriticConfig(Section):
+    """The learned critic of algorithm.advantage: gae (llmrl.trainer.critic)."""
+
+    model: str | None = Field(None, description="Value model to start from; None = the policy's (warm-started) "
+                              "weights with a new one-output head.")
+    lr: float = Field(1e-5, gt=0.0, description="Critic learning rate (its own optimizer, constant).")
+    max_grad_norm: float | None = Field(1.0, gt=0.0)
+    value_clip: float | None = Field(0.5, gt=0.0, description="PPO value clipping around the values before "
+                                     "the update; None = unclipped.")
+    warmup_steps: int = Field(0, ge=0, description="First RL steps that train only the critic (the actor is "
+                              "frozen while the critic learns).")
+    pretrain_steps: int = Field(0, ge=0, description="Critic-only steps on rollouts of the frozen initial policy "
+                                "before RL starts (VC-PPO value pretraining); not counted in trainer.steps.")
 
 
 class TrainerConfig(Section):
@@ -243,6 +273,7 @@ class RecipeConfig(Section):
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     rewards: list[RewardSpec] = Field(default_factory=lambda: [RewardSpec(name="math")], min_length=1)
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
+    critic: CriticConfig | None = Field(None, description="The critic of algorithm.advantage: gae.")
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     agent: AgentConfig | None = Field(None, description="Multi-turn tool use (research agents); null = single-turn rollouts.")
@@ -278,6 +309,7 @@ class RecipeConfig(Section):
                 "algorithm.token_weighting.type: 'thr' needs token-level ratios; sequence-level "
                 "policy_loss 'gspo' cannot carry token weights. Use policy_loss 'gspo_token' or 'ppo_clip'."
             )
+        errors += _token_estimator_rules(self)
         if tw.schedule == "linear" and tw.p_end is None:
             errors.append("algorithm.token_weighting.p_end: required when schedule is 'linear'")
         if alg.clip_eps_high < alg.clip_eps_low:
@@ -305,3 +337,38 @@ class RecipeConfig(Section):
         if errors:
             raise ValueError("\n  - ".join(errors))  # one line per problem (messages may hold "; ")
         return self
+
+
+TOKEN_KEYS = ("gamma", "lambda_actor", "lambda_critic", "whiten_advantages", "kl_reward_coef", "kl_reward_target",
+              "kl_reward_horizon")
+
+
+def _token_estimator_rules(cfg: RecipeConfig) -> list[str]:
+    """The critic and the token-level keys belong to the estimators that use them."""
+    from llmrl.algorithms.advantages import ESTIMATORS
+
+    alg, errors = cfg.algorithm, []
+    est = ESTIMATORS[alg.advantage]
+    token_level = sorted(k for k, e in ESTIMATORS.items() if e.tokens is not None)
+    if est.needs_values and cfg.critic is None:
+        errors.append(f"critic: algorithm.advantage {alg.advantage!r} trains a critic; add a critic: section "
+                      "(e.g. critic: {lr: 1.0e-5}), or use an estimator without one")
+    if cfg.critic is not None and not est.needs_values:
+        errors.append(f"critic: set but algorithm.advantage {alg.advantage!r} uses no critic, so it would be "
+                      "ignored. Use advantage: gae, or remove the critic: section")
+    if est.tokens is None:
+        ignored = sorted(k for k in alg.model_fields_set & set(TOKEN_KEYS)
+                         if getattr(alg, k) != AlgorithmConfig.model_fields[k].get_default())
+        if ignored:
+            errors.append("algorithm: " + ", ".join(ignored) + f" set but {alg.advantage!r} has no per-token "
+                          "rewards, so they would be ignored. Allowed with: " + ", ".join(token_level))
+    if est.tokens is not None and alg.token_weighting.type == "thr":
+        errors.append(f"algorithm.token_weighting.type: 'thr' reweights one advantage per completion; "
+                      f"{alg.advantage!r} gives per-token advantages. Use THR with grpo, dr_grpo or rloo")
+    if alg.kl_reward_target is not None and alg.kl_reward_coef == 0:
+        errors.append("algorithm.kl_reward_target: an adaptive coefficient needs a starting "
+                      "algorithm.kl_reward_coef > 0")
+    if cfg.critic is not None and cfg.critic.warmup_steps >= cfg.trainer.steps:
+        errors.append(f"critic.warmup_steps: {cfg.critic.warmup_steps} must be below trainer.steps "
+                      f"({cfg.trainer.steps}): the actor would never train")
+    return errors

@@ -89,6 +89,7 @@ class Run:
     weighting: TokenWeighting
     logger: RunLogger
     has_dropout: bool = False           # any active dropout layer in the policy (fixed after setup)
+    critic: torch.nn.Module | None = None   # the value model of algorithm.advantage: gae
 
 
 @dataclass
@@ -247,7 +248,7 @@ def setup(cfg: RecipeConfig, *, resume: bool = False) -> tuple[Run, TrainState]:
         gradient_checkpointing=cfg.model.gradient_checkpointing,
     )
     ref = None  # with LoRA the reference is the base model with adapters off: no second copy
-    if cfg.algorithm.kl_coef > 0 and lora is None:
+    if (cfg.algorithm.kl_coef > 0 or cfg.algorithm.kl_reward_coef > 0) and lora is None:
         ref, _ = load_model_and_tokenizer(model_path, dtype=cfg.model.dtype, device=str(device),
                                           trust_remote_code=cfg.model.trust_remote_code)
         ref.eval().requires_grad_(False)
@@ -259,6 +260,7 @@ def setup(cfg: RecipeConfig, *, resume: bool = False) -> tuple[Run, TrainState]:
                                                            total_steps=tr.steps), tr.max_grad_norm),
         micro_batch_size=tr.micro_batch_size,
     )
+    critic = build_critic(cfg, model_path, device, updater) if cfg.critic is not None else None
     engine = make_engine(cfg, policy, tokenizer)
     reward_fns = build_reward_fns(cfg.rewards)
     train_data = build_dataset(cfg.data.name, "train", n=cfg.data.train_size, seed=tr.seed, args=cfg.data.args)
@@ -275,12 +277,16 @@ def setup(cfg: RecipeConfig, *, resume: bool = False) -> tuple[Run, TrainState]:
               weighting=TokenWeighting(cfg.algorithm.token_weighting, total_steps=tr.steps, tokenizer=tokenizer,
                                         inspect_path=output_dir / "thr_samples.jsonl"),
               logger=None,  # type: ignore[arg-type]
-              has_dropout=any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in policy.modules()))
+              has_dropout=any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in policy.modules()), critic=critic)
     state = TrainState(sampler=sampler)
     if found is not None:
         path, weights, saved = found
         ckpt.load_trainable(policy, weights)
         updater.load_state_dict(saved["updater"])
+        if critic is not None:
+            if "critic_weights" not in saved:
+                raise ValueError(f"--resume: {path} holds no critic weights (critic.safetensors)")
+            ckpt.load_trainable(critic, saved["critic_weights"])
         sampler.epoch, sampler.position = saved["sampler"]["epoch"], saved["sampler"]["position"]
         state = TrainState.from_dict(sampler, saved["step"], saved["train_state"])
         state.resumed_from.append(saved["step"])
@@ -319,6 +325,34 @@ def check_multi_process(cfg: RecipeConfig, n_procs: int) -> None:
                          f"which a rank does not hold with {n_procs} processes; use one of {allowed}, or one process")
 
 
+def build_critic(cfg: RecipeConfig, model_path: str, device: torch.device, updater: Updater) -> torch.nn.Module:
+    """The value model (``llmrl.trainer.critic``), trained by the Updater's second parameter set
+    with its own optimizer and constant learning rate ``critic.lr``."""
+    from llmrl.trainer.critic import load_critic
+
+    c, tr = cfg.critic, cfg.trainer
+    critic = load_critic(c.model or model_path, dtype=cfg.model.dtype, device=str(device),
+                         trust_remote_code=cfg.model.trust_remote_code, lora=cfg.model.lora)
+    params = [p for p in critic.parameters() if p.requires_grad]
+    updater.critic = ParamSet(params, build_optimizer(tr.optimizer, params, lr=c.lr, weight_decay=tr.weight_decay,
+                                                      args=tr.optimizer_args), None, c.max_grad_norm)
+    return critic
+
+
+def pretrain_critic(run: Run, state: TrainState, steps: int) -> dict[str, float]:
+    """VC-PPO's value pretraining: ``steps`` critic-only updates on rollouts of the frozen initial
+    policy, so the first PPO advantages come from a critic that already predicts returns.
+    Returns the first and last explained variance (kept in the run's history)."""
+    from llmrl.progress import progress as progress_bar
+
+    evs = []
+    for _ in progress_bar(range(steps), desc="critic pretraining", enabled=run.cfg.logging.progress):
+        m = rl_step(run, state, 0, pretrain=True)
+        evs.append(m.get("critic/explained_variance", float("nan")))
+    log.info("critic pretraining: %d steps, explained variance %.3f -> %.3f", steps, evs[0], evs[-1])
+    return {"steps": steps, "explained_variance_first": evs[0], "explained_variance_last": evs[-1]}
+
+
 def save(run: Run, state: TrainState, step: int) -> Path:
     """Checkpoint ``step``. Several processes: every rank calls it; rank 0 writes the (identical)
     weights and optimizer state, with every rank's random streams, so a resume is exact."""
@@ -329,7 +363,8 @@ def save(run: Run, state: TrainState, step: int) -> Path:
         payload["rng_ranks"] = rngs
     path = ckpt.checkpoint_dir(run.output_dir) / f"step_{step:07d}"
     if is_main():
-        path = ckpt.save_checkpoint(run.output_dir, step, run.policy, payload, keep=run.cfg.trainer.keep_checkpoints)
+        path = ckpt.save_checkpoint(run.output_dir, step, run.policy, payload, keep=run.cfg.trainer.keep_checkpoints,
+                                    critic=run.critic)
     barrier()
     return path
 
@@ -358,6 +393,8 @@ def train(cfg: RecipeConfig, *, resume: bool = False) -> dict[str, Any]:
         if before:  # data.eval_size: 0 evaluates nothing: no eval row, no eval keys in the summary
             run.logger.metrics(0, before)
         log.info("held-out before RL: %s", before)
+    if cfg.critic is not None and cfg.critic.pretrain_steps and state.step == 0:
+        state.history["critic_pretrain"] = pretrain_critic(run, state, cfg.critic.pretrain_steps)
     bar = progress_bar(total=steps, initial=start, desc="RL", enabled=cfg.logging.progress)
     last_eval: dict[str, float] = {}
     stop_signal: list[int] = []

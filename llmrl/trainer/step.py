@@ -20,12 +20,14 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import torch
 
-from llmrl.algorithms.advantages import ESTIMATORS, Advantages, estimate, zero_variance_groups
-from llmrl.algorithms.losses import policy_loss
+from llmrl.algorithms.advantages import (ESTIMATORS, Advantages, TokenParams, adaptive_kl_coef, estimate,
+                                         zero_variance_groups)
+from llmrl.algorithms.losses import explained_variance, policy_loss
 from llmrl.config.schema import AlgorithmConfig
 from llmrl.rewards.runner import RewardResult, TrainerState, score
 from llmrl.rollout.types import RolloutBatch, SamplingParams
 from llmrl.trainer.distributed import any_across_ranks, gather_rows, merge_metrics, shard_groups, sum_across_ranks, world
+from llmrl.trainer.critic import CriticUpdate, critic_loss, values_forward
 from llmrl.trainer.evaluate import columns_for, format_prompts
 from llmrl.trainer.forward import ForwardOut, forward_completions
 from llmrl.trainer.token_weighting import TokenWeighting
@@ -75,8 +77,10 @@ def no_signal_groups(rewards: torch.Tensor, group_size: int, advantage: str) -> 
 def rows_to_train(flat: torch.Tensor, n_rows: int, group_size: int, alg: AlgorithmConfig) -> torch.Tensor:
     """Row indices the update sees. Flat groups have zero advantages and are dropped when the
     recipe asks, except with a KL term: its gradient does not need an advantage, and dropping
-    them would silently remove their KL pull (TRL keeps them too)."""
-    if not ESTIMATORS[alg.advantage].needs_groups or not alg.skip_zero_variance_groups or alg.kl_coef > 0:
+    them would silently remove their KL pull (TRL keeps them too). Token-level estimators keep
+    every row: batch whitening gives flat groups non-zero advantages, and a critic learns from them."""
+    est = ESTIMATORS[alg.advantage]
+    if not est.needs_groups or est.tokens is not None or not alg.skip_zero_variance_groups or alg.kl_coef > 0:
         return torch.arange(n_rows)
     if world()[1] > 1:  # every rank must run the same optimizer steps: flat groups stay (advantage 0)
         return torch.arange(n_rows)
@@ -181,37 +185,53 @@ def token_advantages(weighting: TokenWeighting, adv: Advantages, rewards: torch.
 
 
 def update_policy(updater: Updater, policy, batch: RolloutBatch, fw: Forwards, tok_adv, alg: AlgorithmConfig, *,
-                  temperature: float, max_len: int, step: int) -> dict[str, float]:
+                  temperature: float, max_len: int, step: int, critic: CriticUpdate | None = None,
+                  train_actor: bool = True) -> dict[str, float]:
     """``alg.epochs`` passes x ``alg.num_minibatches`` optimizer steps; each micro-batch's loss is
-    normalised by its whole minibatch so accumulation equals one big batch."""
+    normalised by its whole minibatch so accumulation equals one big batch. With a critic, its
+    clipped value loss joins the policy loss (disjoint parameters: the Updater clips and steps
+    each set on its own); ``train_actor`` False trains the critic alone (warm-up, pretraining)."""
     mask = batch.loss_mask.float()
     totals: dict[str, float] = {}
     n_updates = 0
+    names = {"loss": "loss/policy" if critic is None else "loss/total"}
     policy.train()
+    if critic is not None:
+        critic.model.train()
     for _epoch in range(alg.epochs):
         for mb in torch.randperm(len(batch)).chunk(alg.num_minibatches):
             num_tokens = sum_across_ranks(float(mask[mb].sum()))  # the global minibatch's (1 process: this)
             num_seqs = int(sum_across_ranks(len(mb)))
 
             def loss_fn(rows: torch.Tensor, num_seqs=num_seqs, num_tokens=num_tokens):
-                fwd = forward_completions(policy, batch, rows, temperature=temperature,
-                                          want_hidden=tok_adv.needs_hidden, keep_logits=tok_adv.needs_hidden)
-                dev = fwd.logps.device
-                adv_rows = tok_adv(rows, fwd)
-                old = fwd.logps.detach() if fw.old_logps is None else fw.old_logps[rows].to(dev)
-                return policy_loss(
-                    fwd.logps, old, adv_rows.to(dev), mask[rows].to(dev), kind=alg.policy_loss,
-                    clip_eps_low=alg.clip_eps_low, clip_eps_high=alg.clip_eps_high, loss_agg=alg.loss_agg,
-                    kl_coef=alg.kl_coef, ref_logps=fw.ref_logps[rows].to(dev) if fw.ref_logps is not None else None,
-                    kl_estimator=alg.kl_estimator, num_seqs=num_seqs, num_tokens=num_tokens, max_len=max_len,
-                )
+                loss, stats = torch.zeros(()), {}
+                if train_actor:
+                    fwd = forward_completions(policy, batch, rows, temperature=temperature,
+                                              want_hidden=tok_adv.needs_hidden, keep_logits=tok_adv.needs_hidden)
+                    dev = fwd.logps.device
+                    adv_rows = tok_adv(rows, fwd)
+                    old = fwd.logps.detach() if fw.old_logps is None else fw.old_logps[rows].to(dev)
+                    loss, stats = policy_loss(
+                        fwd.logps, old, adv_rows.to(dev), mask[rows].to(dev), kind=alg.policy_loss,
+                        clip_eps_low=alg.clip_eps_low, clip_eps_high=alg.clip_eps_high, loss_agg=alg.loss_agg,
+                        kl_coef=alg.kl_coef, ref_logps=fw.ref_logps[rows].to(dev) if fw.ref_logps is not None else None,
+                        kl_estimator=alg.kl_estimator, num_seqs=num_seqs, num_tokens=num_tokens, max_len=max_len,
+                    )
+                if critic is None:
+                    return loss, stats
+                v_loss, v_stats = critic_loss(critic, batch, rows, num_tokens=num_tokens)
+                # The Updater averages stats with each micro-batch's share of rows; these two are
+                # parts of the minibatch loss (sums), so undo the share.
+                per_share = num_seqs / len(rows)
+                stats = {**stats, **v_stats, "policy": loss.detach() * per_share, "value": v_loss.detach() * per_share}
+                return loss.to(v_loss.device) + v_loss, stats
 
             try:
                 st = updater.step(mb, loss_fn)
             except UpdateDiverged as exc:
                 raise TrainingDiverged(f"step {step}: {exc}") from None
             for k, v in st.items():
-                key = {"loss": "loss/policy"}.get(k, f"loss/{k}")
+                key = names.get(k, f"loss/{k}")
                 totals[key] = totals.get(key, 0.0) + v
             n_updates += 1
     return {**{k: v / n_updates for k, v in totals.items()}, **tok_adv.stats}
@@ -250,8 +270,35 @@ def sampling_seed(cfg, step: int, first_prompt: int) -> int | None:
 
 
 # ----------------------------------------------------------------------------------- the step
-def rl_step(run: "Run", state: "TrainState", step: int) -> dict[str, Any]:
-    """One RL step; returns its metrics."""
+def kl_reward_coefficient(alg: AlgorithmConfig, state: "TrainState") -> float:
+    """This step's per-token KL coefficient in the reward: ``algorithm.kl_reward_coef``, or where
+    the adaptive controller moved it (kept in the checkpointed history, so a resume continues it)."""
+    return float(state.history.get("kl_reward_coef", alg.kl_reward_coef))
+
+
+def kl_reward_step(alg: AlgorithmConfig, state: "TrainState", fw: Forwards, batch: RolloutBatch,
+                   coef: float) -> dict[str, float]:
+    """Metrics of the KL in the reward; with ``algorithm.kl_reward_target`` the adaptive
+    controller moves the coefficient for the next step."""
+    m = batch.loss_mask.bool()
+    kl = (fw.old_logps - fw.ref_logps)[m].mean().item() if m.any() else 0.0     # k1 per policy token
+    if alg.kl_reward_target is not None:
+        state.history["kl_reward_coef"] = adaptive_kl_coef(coef, kl, target=alg.kl_reward_target, n_seqs=len(batch),
+                                                           horizon=alg.kl_reward_horizon)
+    return {"kl_reward/coef": coef, "kl_reward/mean": kl}
+
+
+def critic_metrics(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
+    """The critic before this step's update, over the whole batch (never averaged per micro-batch)."""
+    m = mask.bool()
+    return {"critic/explained_variance": explained_variance(values, returns, mask),
+            "critic/value_mean": values[m].mean().item() if m.any() else 0.0,
+            "critic/return_mean": returns[m].mean().item() if m.any() else 0.0}
+
+
+def rl_step(run: "Run", state: "TrainState", step: int, *, pretrain: bool = False) -> dict[str, Any]:
+    """One RL step; returns its metrics. ``pretrain``: a critic-only step on rollouts of the frozen
+    policy (``critic.pretrain_steps``, before RL): neither the actor nor its schedule moves."""
     cfg, alg = run.cfg, run.cfg.algorithm
     G = cfg.rollout.num_generations
     timers = Timers()
@@ -298,26 +345,41 @@ def rl_step(run: "Run", state: "TrainState", step: int) -> dict[str, Any]:
         fused = on_policy and thr and not run.has_dropout and len(train_batch) <= cfg.trainer.micro_batch_size
         fw = Forwards()
         mb, temp = cfg.trainer.micro_batch_size, cfg.rollout.temperature
+        kl_reward = kl_reward_coefficient(alg, state)       # KL in the reward needs pi_old's log-probs
         with timers("old_forward"):
-            if not on_policy or (thr and not fused):
+            if not on_policy or (thr and not fused) or kl_reward:
                 fw.old_logps = old_policy_forward(run.policy, train_batch, micro_batch_size=mb, temperature=temp,
                                                   weighting=run.weighting)
-        if alg.kl_coef > 0:
+        if alg.kl_coef > 0 or kl_reward:
             with timers("ref_forward"):
                 fw.ref_logps = reference_forward(run.policy, run.ref, train_batch, micro_batch_size=mb,
                                                  temperature=temp)
+        if run.critic is not None:
+            with timers("values_forward"):
+                fw.values = values_forward(run.critic, train_batch, micro_batch_size=mb)        # [N, C]
         train_rewards = rewards.total[keep]
+        params = TokenParams(gamma=alg.gamma, lambda_actor=alg.lambda_actor, lambda_critic=alg.lambda_critic,
+                             whiten=alg.whiten_advantages, kl_coef=kl_reward)
         adv = estimate(alg.advantage, train_rewards, train_batch.loss_mask, group_size=G,
-                       values=fw.values, ref_logps=fw.ref_logps)
+                       values=fw.values, ref_logps=fw.ref_logps, old_logps=fw.old_logps, params=params)
         adv_all = torch.zeros(len(batch))
         if adv.response is not None:
             adv_all[keep] = adv.response
         with nullcontext() if fused else timers("token_weighting"):  # fused: timed inside the update
             tok_adv = token_advantages(run.weighting, adv, train_rewards, train_batch, step, fused=fused)
+        critic = None
+        if run.critic is not None:
+            critic = CriticUpdate(run.critic, fw.values, adv.returns, cfg.critic.value_clip)
+            stats.update(critic_metrics(fw.values, adv.returns, train_batch.loss_mask))
+        train_actor = not pretrain and (cfg.critic is None or step > cfg.critic.warmup_steps)
         with timers("update"):
-            stats = update_policy(run.updater, run.policy, train_batch, fw, tok_adv, alg, temperature=temp,
-                                  max_len=cfg.rollout.max_completion_length, step=step)
-    run.updater.end_rl_step()   # a step with no update (all groups flat) still advances the schedule
+            stats.update(update_policy(run.updater, run.policy, train_batch, fw, tok_adv, alg, temperature=temp,
+                                       max_len=cfg.rollout.max_completion_length, step=step, critic=critic,
+                                       train_actor=train_actor))
+        if kl_reward:
+            stats.update(kl_reward_step(alg, state, fw, train_batch, kl_reward))
+    if not pretrain:
+        run.updater.end_rl_step()   # a step with no update (all groups flat) still advances the schedule
     run.engine.sync_weights(run.policy)
 
     m = step_metrics(batch, rewards, flat, cfg.rollout.max_completion_length, step)
@@ -332,7 +394,7 @@ def rl_step(run: "Run", state: "TrainState", step: int) -> dict[str, Any]:
         totals = gather_rows(rewards.total)
         m = merge_metrics(m, summed=("train/rows", "perf/tokens_per_s"))
         m["reward/std"] = totals.std().item() if len(totals) > 1 else 0.0
-    if cfg.logging.samples_per_step:
+    if cfg.logging.samples_per_step and not pretrain:
         k = cfg.logging.samples_per_step
         run.logger.samples(step, [
             {"prompt": batch.prompts[i], "completion": batch.completions[i], "reward": rewards.total[i].item(),
