@@ -177,7 +177,7 @@ def test_hung_and_failing_tools_do_not_stall_the_batch():
 
     t0 = time.monotonic()
     out = run_calls([hang, boom, lambda: "ok", hang], timeout_s=0.5)
-    assert time.monotonic() - t0 < 2.0          # two hung calls cost one timeout, not two, not 60 s
+    assert time.monotonic() - t0 < 0.95         # two hung calls cost one timeout (0.5 s), not two, not 60 s
     assert [f for _, f in out] == ["timeout", "error", None, "timeout"]
     assert out[2][0] == "ok" and "service down" in out[1][0]
 

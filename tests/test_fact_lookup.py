@@ -1,0 +1,49 @@
+"""The tiny research task: held-out questions need search, and the warm-start traces hold
+exactly the tool turn the agent loop appends (so warm start and RL see the same tokens)."""
+import json
+
+import torch
+
+from llmrl.data.fact_lookup import fact_lookup_dataset, search_backend, world
+from llmrl.models.tiny import build_char_tokenizer
+from llmrl.research.tools import research_tools
+from llmrl.rewards.research import research_f1_reward
+from llmrl.rollout.agent import AgentEngine, AgentLimits
+from llmrl.rollout.types import POLICY, SamplingParams, Trajectory, batch_from_trajectories
+
+
+def test_splits_ask_about_disjoint_entities():
+    train = fact_lookup_dataset("train", n=None, num_entities=40)
+    test = fact_lookup_dataset("test", n=None, num_entities=40)
+    names = lambda ds: {q.rsplit(" ", 1)[-1].rstrip("?") for q in ds["question"]}  # noqa: E731
+    assert len(train) == 30 and len(test) == 10 and not names(train) & names(test)
+    assert {e["name"] for e in world(40)} == names(train) | names(test)
+
+
+class Replay:
+    """Plays the demonstration's policy turns (the text between tool turns) as sampled ids."""
+
+    def __init__(self, tok, turns):
+        self.tok, self.turns = tok, list(turns)
+
+    def generate_tokens(self, contexts, sampling, *, n=1):
+        t = Trajectory(prompt_ids=list(contexts[0]))
+        t.extend(self.tok(self.turns.pop(0), add_special_tokens=False)["input_ids"], POLICY)
+        return batch_from_trajectories([t], pad_id=self.tok.pad_token_id, group_ids=torch.arange(1))
+
+
+def test_demonstration_is_what_the_agent_loop_produces():
+    tok = build_char_tokenizer()
+    row = fact_lookup_dataset("test", n=1, num_entities=40)[0]
+    trace = row["answer"]
+    first, rest = trace.split("</tool_call>", 1)
+    last = rest[rest.index("<think>"):]
+    engine = AgentEngine(Replay(tok, [first + "</tool_call>", last]), tok,
+                         research_tools(search_backend(40), k=1), AgentLimits(max_total_tokens=1000))
+    prompt_ids = tok(row["prompt"])["input_ids"]                      # as the trainer encodes it (<bos> added)
+    batch = engine.generate_tokens([prompt_ids], SamplingParams(max_new_tokens=500), n=1)
+    ids, _, _ = batch.row(0)
+    assert ids == tok(trace, add_special_tokens=False)["input_ids"]
+    assert batch.extras["agent"][0]["searches"] == 1
+    assert research_f1_reward([""], batch.completions, answers=[row["answers"]]) == [1.0]
+    assert json.loads(first.split("<tool_call>")[1])["arguments"]["query"] == [row["question"].split(" of ")[1][:-1]]
