@@ -26,6 +26,9 @@ app.add_typer(__import__("llmrl.research.cli", fromlist=["search_app"]).search_a
               help="Serve a local search index over HTTP (Search-R1's /retrieve API).")
 eval_app.command("research")(__import__("llmrl.research.cli", fromlist=["research"]).research)  # F1/EM + tool stats
 app.command("compare")(__import__("llmrl.eval.compare_cli", fromlist=["compare"]).compare)  # runs across seeds: IQM, CIs, AdaStop
+app.add_typer(__import__("llmrl.rewards.translation.cli", fromlist=["exemplars_app"]).exemplars_app, name="exemplars",
+              help="Build exemplar translations ahead of training (ExTrans).")
+eval_app.command("translation")(__import__("llmrl.rewards.translation.cli", fromlist=["translation"]).translation)  # BLEU/chrF per direction
 
 
 def _version(value: bool) -> None:

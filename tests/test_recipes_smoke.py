@@ -12,7 +12,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 RECIPES = sorted((REPO / "recipes").rglob("*.yaml"))
-DATA = {"gsm8k": "gsm8k", "mbpp": "mbpp", "apps": "apps", "humaneval": "humaneval"}
+DATA = {"gsm8k": "gsm8k", "mbpp": "mbpp", "apps": "apps", "humaneval": "humaneval", "wmt22": "wmt22"}
 
 
 def _params():

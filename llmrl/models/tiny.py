@@ -26,6 +26,7 @@ TINY_MODELS = {
     "arithmetic": "procedural arithmetic (recipes/tiny/math_grpo.yaml, llmrl demo)",
     "code": "small code tasks (recipes/tiny/code_grpo.yaml)",
     "research": "procedural fact lookup with search tools (recipes/tiny/research_grpo.yaml)",
+    "translation": "numbers in English words to French words (recipes/tiny/translation_grpo.yaml)",
 }
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
