@@ -177,3 +177,66 @@ def test_cli_index_build_and_eval_research(tmp_path):
     assert out["n"] == 1 and out["format_fail"] == 1.0 and out["f1"] == 0.0 and "searches_per_question" in out
     res = runner.invoke(app, ["eval", "research", "--model", "tiny://arithmetic", "--data", str(q), "--search", "nope"])
     assert res.exit_code == 2 and "--search" in res.output
+
+
+class _FakeWeb(BaseHTTPRequestHandler):
+    """A serper.dev-shaped search API and two HTML pages, on 127.0.0.1."""
+    calls: list[str] = []
+
+    def log_message(self, *a):
+        pass
+
+    def _send(self, code, body: bytes, ctype="application/json"):
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        _FakeWeb.calls.append(self.path)
+        if self.headers.get("X-API-KEY") != "k123":
+            return self._send(403, b"{}")
+        port = self.server.server_address[1]
+        organic = [{"title": "Rialto Bridge", "link": f"http://127.0.0.1:{port}/rialto", "snippet": "Venice bridge"}]
+        self._send(200, json.dumps({"organic": organic * body["num"]}).encode())
+
+    def do_GET(self):
+        _FakeWeb.calls.append(self.path)
+        if self.path == "/rialto":
+            html = ("<html><head><title>Rialto</title><script>var x=1;</script></head><body><nav>Home | About</nav>"
+                    "<article><h1>Rialto Bridge</h1><p>The Rialto Bridge is the oldest of the four bridges spanning "
+                    "the Grand Canal in Venice, Italy. It was completed in 1591 to a design by Antonio da Ponte, "
+                    "replacing a wooden bridge that had collapsed several times.</p></article></body></html>")
+            return self._send(200, html.encode(), "text/html")
+        self._send(404, b"")
+
+
+def test_web_backend_against_local_servers(tmp_path, monkeypatch):
+    pytest.importorskip("trafilatura")
+    from llmrl.research.web import DiskCache, PageFetcher, SerperSearch, WebBackend
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _FakeWeb)
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{srv.server_address[1]}"
+    try:
+        monkeypatch.delenv("TEST_SERPER_KEY", raising=False)
+        with pytest.raises(ValueError, match="TEST_SERPER_KEY"):
+            SerperSearch(endpoint=base + "/search", api_key_env="TEST_SERPER_KEY")
+        monkeypatch.setenv("TEST_SERPER_KEY", "k123")
+        cache = DiskCache(tmp_path / "web.sqlite")
+        web = WebBackend(SerperSearch(endpoint=base + "/search", api_key_env="TEST_SERPER_KEY", cache=cache),
+                         PageFetcher(cache=cache))
+        tools = research_tools(web, k=1)
+        ctx = ToolContext()
+        assert "Rialto Bridge" in tools["web_search"]({"query": ["rialto"]}, ctx)
+        page = tools["browse_webpage"]({"url_list": [base + "/rialto"]}, ctx)
+        assert "completed in 1591" in page and "var x" not in page and "Home | About" not in page
+        n = len(_FakeWeb.calls)
+        web.search("rialto", 1), web.page(base + "/rialto")            # both cached on disk now
+        assert len(_FakeWeb.calls) == n
+        assert web.page(base + "/missing") is None and web.page("file:///etc/passwd") is None
+    finally:
+        srv.shutdown()

@@ -39,18 +39,28 @@ class RateLimiter:
         time.sleep(max(0.0, slot - now))
 
 
-def post_json(url: str, body: dict, *, timeout_s: float = 10.0, retries: int = 3, backoff_s: float = 0.5,
-              max_backoff_s: float = 8.0, limiter: RateLimiter | None = None) -> dict:
+def post_json(url: str, body: dict, *, headers: dict[str, str] | None = None, **retry) -> dict:
     """POST ``body`` as JSON and return the JSON answer, retrying transient failures."""
-    data = json.dumps(body).encode()
+    raw = request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json", **(headers or {})},
+                  **retry)
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        raise BackendError(f"{url}: the answer is not JSON") from None
+
+
+def request(url: str, *, data: bytes | None = None, headers: dict[str, str] | None = None, timeout_s: float = 10.0,
+            retries: int = 3, backoff_s: float = 0.5, max_backoff_s: float = 8.0, limiter: RateLimiter | None = None,
+            max_bytes: int = 10 << 20) -> bytes:
+    """GET (or POST ``data``) with a timeout, at most ``max_bytes`` read, retries with backoff."""
     last = ""
     for attempt in range(retries + 1):
         if limiter is not None:
             limiter.wait()
-        req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"}, method="POST")
+        req = urllib.request.Request(url, data=data, headers=headers or {}, method="POST" if data is not None else "GET")
         try:
             with urllib.request.urlopen(req, timeout=timeout_s) as resp:
-                return json.loads(resp.read())
+                return resp.read(max_bytes)
         except urllib.error.HTTPError as exc:
             last = f"HTTP {exc.code}"
             if exc.code != 429 and exc.code < 500:
@@ -59,7 +69,7 @@ def post_json(url: str, body: dict, *, timeout_s: float = 10.0, retries: int = 3
             retry_after = exc.headers.get("Retry-After") if exc.headers else None
             if retry_after and retry_after.replace(".", "", 1).isdigit():
                 wait = float(retry_after)
-        except (urllib.error.URLError, TimeoutError, ConnectionError, json.JSONDecodeError) as exc:
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
             last = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
             wait = backoff_s * 2 ** attempt
         if attempt < retries:
