@@ -43,7 +43,8 @@ TRAINER_KWARGS = ("prompts", "completions", "completion_ids", "trainer_state")
 
 def check_reward_specs(specs) -> list[str]:
     """Problems with a recipe's ``rewards`` list, found without calling any reward: names that
-    do not resolve, ``args`` that are not parameters of the function, duplicate short names."""
+    do not resolve, ``args`` that are not parameters of the function, duplicate short names, and
+    what a reward's own ``check_args`` finds wrong with the values."""
     from llmrl.config.validate import unbound_args
 
     problems: list[str] = []
@@ -61,4 +62,9 @@ def check_reward_specs(specs) -> list[str]:
             problems.append(str(exc).replace("rewards.name", f"rewards[{i}].name", 1))
             continue
         problems += unbound_args(fn, spec.args, f"rewards[{i}].args", reserved=TRAINER_KWARGS)
+        # A reward may check its own arg values at load time: ``fn.check_args(args) -> [problem]``
+        # (messages start with the arg's key, "backend: ...", and get the rewards[i].args prefix).
+        check = getattr(fn, "check_args", None)
+        if callable(check):
+            problems += [f"rewards[{i}].args.{p}" for p in check(dict(spec.args or {}))]
     return problems

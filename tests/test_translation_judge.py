@@ -278,3 +278,18 @@ def test_the_project_server_around_a_local_tiny_model_judges_through_the_hf_path
         assert list(out) == ([0.0] if v.label is None else [{"better": 1.0, "equal": 0.5, "worse": 0.0}[v.label]])
     finally:
         s.close()
+
+
+def test_bad_reward_args_are_refused_at_recipe_load_naming_the_key():
+    from llmrl.config.load import RecipeError, load_recipe
+
+    recipe = "recipes/tiny/translation_grpo.yaml"
+    load_recipe(recipe, [])  # the shipped recipe is valid
+    cases = {"rewards.0.args.backend=gpt": r"rewards\[0\]\.args\.backend: 'gpt' is not one of",
+             "rewards.0.args.scale=stars": r"rewards\[0\]\.args\.scale: 'stars'",
+             "rewards.0.args.backend_args.metric=meteor": r"rewards\[0\]\.args\.metric: 'meteor'",
+             "rewards.0.args.gates.lenght_ratio=[1,2]": r"rewards\[0\]\.args\.gates: unknown key\(s\) \['lenght_ratio'\]",
+             "rewards.0.args.verdict_map.6=1": r"rewards\[0\]\.args\.verdict_map: keys"}
+    for override, message in cases.items():
+        with pytest.raises(RecipeError, match=message):
+            load_recipe(recipe, [override])

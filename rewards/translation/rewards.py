@@ -151,3 +151,64 @@ def language_reward(prompts, completions, *, gates: dict | bool | None = None, r
     gate_set = Gates.of(gates) if gates is not None else Gates(copy=False, length_ratio=None)
     texts, details = screen(completions, columns, require_think=require_think, gates=gate_set)
     return Scores([0.0 if t is None else 1.0 for t in texts], details=details)
+
+
+# ---------------------------------------------------------------- recipe-load checks
+def _problems(check) -> list[str]:
+    try:
+        check()
+    except ValueError as exc:
+        return [str(exc).removeprefix("rewards.args.")]
+    return []
+
+
+def _backend_args_problems(backend: str, backend_args: dict) -> list[str]:
+    import inspect
+
+    from llmrl.rewards.chat_client import ChatClient
+    from llmrl.rewards.translation.judges import BACKENDS, ChatJudge
+
+    if backend not in BACKENDS:
+        return [f"backend: {backend!r} is not one of {sorted(BACKENDS)}"]
+    takes = set(inspect.signature(BACKENDS[backend]).parameters) - {"prompt", "scale", "client_args"}
+    if BACKENDS[backend] is ChatJudge:  # the rest goes to the client
+        takes |= set(inspect.signature(ChatClient).parameters)
+    unknown = sorted(set(backend_args) - takes)
+    problems = [f"backend_args: unknown key(s) {unknown} for backend {backend!r}; allowed: {sorted(takes)}"] if unknown else []
+    if backend == "metric" and "metric" in backend_args:
+        problems += _problems(lambda: segment_metric(backend_args["metric"]))
+    return problems
+
+
+def check_exemplar_args(args: dict) -> list[str]:
+    """What :func:`exemplar_reward` would refuse in these recipe args, found at recipe load."""
+    from llmrl.rewards.translation.judges import SCALES, render_prompt
+
+    scale = args.get("scale", "verdict")
+    problems = [] if scale in SCALES else [f"scale: {scale!r} is not one of {SCALES}"]
+    if not problems:
+        problems += _problems(lambda: _value_map(scale, args.get("verdict_map")))
+    problems += _backend_args_problems(args.get("backend", "metric"), dict(args.get("backend_args") or {}))
+    if args.get("prompt") is not None:
+        if args.get("backend", "metric") == "metric":
+            problems.append("prompt: the metric backend uses no prompt; drop it or pick backend: openai / hf")
+        else:
+            problems += _problems(lambda: render_prompt(args["prompt"], Comparison(source="", candidate="", exemplar="")))
+    problems += _problems(lambda: Gates.of(args.get("gates", True)))
+    return problems
+
+
+def check_metric_args(args: dict) -> list[str]:
+    """What :func:`metric_reward` would refuse in these recipe args."""
+    return _problems(lambda: segment_metric(args.get("metric", "chrf"))) + _problems(
+        lambda: Gates.of(args.get("gates", True)))
+
+
+def check_language_args(args: dict) -> list[str]:
+    """What :func:`language_reward` would refuse in these recipe args."""
+    return _problems(lambda: Gates.of(args.get("gates")))
+
+
+exemplar_reward.check_args = check_exemplar_args  # type: ignore[attr-defined]
+metric_reward.check_args = check_metric_args  # type: ignore[attr-defined]
+language_reward.check_args = check_language_args  # type: ignore[attr-defined]
