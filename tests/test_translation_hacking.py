@@ -173,3 +173,21 @@ def test_gates_config_errors_name_the_key():
 
 def test_path_is_read_in_place():
     assert Path(find_local_data("translation/wmt22/generaltest2022.en-de.jsonl.gz")).is_file()
+
+
+def test_gated_wraps_any_reward_and_language_reward_is_binary(wmt):
+    """translation_gated puts the gates in front of another reward (here chrF with its own gates
+    off); translation_language pays 1 only for the target language."""
+    rows = wmt["en-de"][:4]
+    inner = {"reward": "translation_metric", "reward_args": {"gates": False, "require_think": False}}
+    gated = resolve_reward("translation_gated")
+    cols = _columns(rows)
+    honest = gated([""] * 4, [r["ref"] for r in rows], **inner, **cols)
+    copied = gated([""] * 4, [r["src"] for r in rows], **inner, **cols)
+    ungated = gated([""] * 4, [r["src"] for r in rows], **{**inner, "gates": False}, **cols)
+    assert min(honest) > 0.5 and list(copied) == [0.0] * 4 and min(ungated) > 0
+    assert {d["gate"] for d in copied.details} == {"source_copy"}
+    lang = resolve_reward("translation_language")
+    assert list(lang([""] * 4, [_think(r["ref"]) for r in rows], **cols)) == [1.0] * 4
+    assert list(lang([""] * 4, [_think(r["wrong"][0]) for r in rows], **cols)) == [0.0] * 4
+    assert list(lang([""] * 4, [r["ref"] for r in rows], **cols)) == [0.0] * 4  # no think block
