@@ -240,3 +240,15 @@ def test_web_backend_against_local_servers(tmp_path, monkeypatch):
         assert web.page(base + "/missing") is None and web.page("file:///etc/passwd") is None
     finally:
         srv.shutdown()
+
+
+def test_question_files_are_checked(tmp_path):
+    from llmrl.data.multihop import multihop_dataset
+
+    q = tmp_path / "q.jsonl"
+    q.write_text(json.dumps({"question": "a?", "answers": ["x", "y"]}) + "\n" + json.dumps({"question": "b?"}) + "\n")
+    with pytest.raises(ValueError, match=r"q.jsonl:2: needs a 'question' string and 'answer'"):
+        multihop_dataset("test", path=str(q))
+    q.write_text(json.dumps({"question": "a?", "answer": "x"}) + "\n")
+    assert multihop_dataset("test", path=str(q), instruction=None)[0] == {"prompt": "a?", "question": "a?", "answers": ["x"]}
+    assert len(multihop_dataset("test", name="bamboogle")) == 125

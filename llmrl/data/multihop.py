@@ -7,8 +7,6 @@ HotpotQA's own search corpus is ``multihop/hotpotqa_dev500_corpus.jsonl.gz`` (ev
 paragraph is in it), which ``agent.search`` can point at."""
 from __future__ import annotations
 
-import gzip
-import json
 import random
 from pathlib import Path
 
@@ -32,21 +30,15 @@ INSTRUCTION = (
 
 def read_questions(path: str | Path) -> list[dict]:
     """{question, answers} rows of a .jsonl(.gz) file; ValueError naming the file and line."""
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
+    from llmrl.data.jsonl import read_jsonl
+
     rows = []
-    with opener(path, "rt", encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{n}: not JSON ({exc.msg})") from None
-            answers = r.get("answers") or ([r["answer"]] if isinstance(r.get("answer"), str) else None)
-            if not isinstance(r.get("question"), str) or not answers:
-                raise ValueError(f"{path}:{n}: needs a 'question' string and 'answer' or 'answers'")
-            rows.append({"question": r["question"], "answers": [str(a) for a in answers]})
+    for n, r in read_jsonl(path):
+        r = r if isinstance(r, dict) else {}
+        answers = r.get("answers") or ([r["answer"]] if isinstance(r.get("answer"), str) else None)
+        if not answers or not isinstance(r.get("question"), str):
+            raise ValueError(f"{path}:{n}: needs a 'question' string and 'answer' or 'answers'")
+        rows.append({"question": r["question"], "answers": [str(a) for a in answers]})
     return rows
 
 

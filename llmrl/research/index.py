@@ -12,9 +12,7 @@ Every passage gets a URL: its own ``url`` field, else ``corpus://<passage_id>``,
 """
 from __future__ import annotations
 
-import gzip
 import hashlib
-import json
 import re
 import sqlite3
 import threading
@@ -45,21 +43,14 @@ class Hit:
 def read_corpus(path: str | Path) -> Iterator[dict]:
     """Rows of a ``.jsonl`` / ``.jsonl.gz`` corpus; each needs ``text`` (``title``, ``url``,
     ``passage_id`` / ``id`` optional). ValueError naming the file and line otherwise."""
-    path = Path(path)
-    if not path.exists():
+    from llmrl.data.jsonl import read_jsonl
+
+    if not Path(path).exists():
         raise ValueError(f"corpus file {path} does not exist")
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{n}: not JSON ({exc.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-                raise ValueError(f"{path}:{n}: each line must be an object with a 'text' string")
-            yield row
+    for n, row in read_jsonl(path):
+        if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+            raise ValueError(f"{path}:{n}: each line must be an object with a 'text' string")
+        yield row
 
 
 def _fingerprint(path: Path) -> str:
