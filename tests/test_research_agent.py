@@ -188,8 +188,12 @@ def test_real_hf_engine_through_the_agent_loop(tok_model, index):
     tok, model = tok_model
     torch.manual_seed(0)
     engine = AgentEngine(HFEngine(model, tok, max_prompt_length=64), tok, research_tools(index))
+    # later turns see the whole trajectory: the inner engine takes prompt + max_total_tokens
+    assert engine.engine.max_prompt_length == 64 + AgentLimits().max_total_tokens
     prompts = ["<|user|>capital of Zorbland?<|end|><|assistant|>"] * 2
     batch = engine.generate(prompts, SamplingParams(max_new_tokens=12, logprobs=True), n=2)
     assert len(batch) == 4 and batch.completion_ids.shape[1] <= 12
     assert all(not math.isnan(v) for r in range(4) for v, o in zip(batch.row(r)[2], batch.row(r)[1]) if o == POLICY)
     assert len(batch.extras["agent"]) == 4
+    long = engine.generate_tokens([list(range(10, 90))], SamplingParams(max_new_tokens=2))
+    assert long.prompt_mask.sum() == 64                 # the prompt itself is still cut to 64

@@ -244,6 +244,13 @@ class AgentEngine:
                  *, tool_role: str = "tool"):
         self.engine, self.tokenizer, self.tools, self.limits = engine, tokenizer, tools, limits
         self.tool_turns = ToolTurns(tokenizer, role=tool_role)
+        # An engine cuts over-long contexts to its max_prompt_length (from the start). Later turns
+        # are prompt + trajectory, so the inner engine must take max_total_tokens more, or it
+        # would sample turn 2 from a cut context while the trainer scores the whole one; the
+        # prompt itself is cut here, to the engine's original limit.
+        self.max_prompt_length = getattr(engine, "max_prompt_length", None)
+        if self.max_prompt_length is not None:
+            engine.max_prompt_length = self.max_prompt_length + limits.max_total_tokens
 
     def encode(self, prompts: list[str]) -> list[list[int]]:
         return self.engine.encode(prompts)
@@ -253,6 +260,8 @@ class AgentEngine:
 
     def generate_tokens(self, contexts: list[list[int]], sampling: SamplingParams, *, n: int = 1,
                         questions: list[str] | None = None) -> RolloutBatch:
+        if self.max_prompt_length is not None:
+            contexts = [c[-self.max_prompt_length:] for c in contexts]
         trajs, stats = agent_rollout(self.engine, self.tokenizer, contexts, sampling, self.tools, n=n,
                                      limits=self.limits, questions=questions, tool_turns=self.tool_turns)
         batch = batch_from_trajectories(trajs, pad_id=self.tokenizer.pad_token_id, tokenizer=self.tokenizer,
