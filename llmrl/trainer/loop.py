@@ -178,7 +178,9 @@ def warm_started_model(cfg: RecipeConfig, *, progress: bool) -> str:
 def make_engine(cfg: RecipeConfig, model, tokenizer) -> RolloutEngine:
     engine = build_engine(cfg.rollout.engine, model, tokenizer, max_prompt_length=cfg.rollout.max_prompt_length,
                           generation_batch_size=cfg.rollout.generation_batch_size,
-                          add_special_tokens=not cfg.data.use_chat_template)
+                          add_special_tokens=not cfg.data.use_chat_template,
+                          vllm={**cfg.rollout.vllm.model_dump(), "max_completion_length": cfg.rollout.max_completion_length}
+                          if cfg.rollout.engine == "vllm" else None)
     if cfg.agent is not None:   # multi-turn tools: the agent loop over the engine (same Protocol)
         from llmrl.research.build import build_agent_engine
 
