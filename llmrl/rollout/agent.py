@@ -236,6 +236,22 @@ def agent_rollout(engine, tokenizer, contexts: list[list[int]], sampling: Sampli
     return trajs, stats
 
 
+def agent_metrics(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Step metrics from ``batch.extras['agent']``: means per trajectory, and the shares that
+    answered, made a malformed call (ended the trajectory) or met a tool timeout.
+
+    >>> agent_metrics([{"turns": 2, "searches": 1, "browses": 1, "malformed": None, "timeouts": 0,
+    ...                 "errors": 0, "answered": True}, {"turns": 0, "searches": 0, "browses": 0,
+    ...                 "malformed": "unknown_tool", "timeouts": 1, "errors": 0, "answered": False}])["agent/malformed_frac"]
+    0.5
+    """
+    n = max(1, len(rows))
+    out = {f"agent/{k}": sum(r[k] for r in rows) / n for k in ("turns", "searches", "browses", "timeouts", "errors")}
+    out["agent/answered_frac"] = sum(bool(r["answered"]) for r in rows) / n
+    out["agent/malformed_frac"] = sum(r["malformed"] is not None for r in rows) / n
+    return out
+
+
 class AgentEngine:
     """An engine whose ``generate_tokens`` runs the agent loop over an inner engine: a drop-in
     for the trainer's ``rollout`` phase. Per-row tool statistics go to ``batch.extras['agent']``."""

@@ -246,6 +246,10 @@ def step_metrics(batch: RolloutBatch, rewards: RewardResult, flat: torch.Tensor,
         "rollout/truncated_frac": batch.truncated.float().mean().item(),
         "rollout/completion_len": batch.loss_mask.sum(1).float().mean().item(),
     }
+    if "agent" in batch.extras:   # multi-turn tool use: turns, searches, malformed calls, timeouts
+        from llmrl.rollout.agent import agent_metrics
+
+        m.update(agent_metrics(batch.extras["agent"]))
     for name, vals in rewards.per_reward.items():
         m[f"reward/{name}/mean"] = torch.nan_to_num(vals, nan=0.0).mean().item()
     for name, why in rewards.failures.items():
