@@ -30,7 +30,7 @@ def heldout_eval(model_path: str, cfg, n: int) -> dict:
     from llmrl.trainer.loop import make_engine
 
     model, tok = load_model_and_tokenizer(model_path)
-    test = build_dataset(cfg.data.name, "test", n=n, seed=cfg.trainer.seed, args=cfg.data.args)
+    test = build_dataset(cfg.data.name, "test", n=n, seed=0, args=cfg.data.args)   # the same questions for every run
     return evaluate_agent(make_engine(cfg, model, tok), list(test["prompt"]), list(test["answers"]),
                           max_new_tokens=cfg.rollout.max_completion_length)
 
