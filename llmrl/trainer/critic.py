@@ -56,8 +56,10 @@ def load_critic(name_or_path: str, *, dtype: str = "float32", device: str = "cpu
     if lora is not None:
         from peft import LoraConfig, get_peft_model
 
+        # the head trains in full (modules_to_save), so it must not also get an adapter
         model = get_peft_model(model, LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                                                 target_modules=lora.target_modules, task_type="TOKEN_CLS"))
+                                                 target_modules=lora.target_modules, exclude_modules=["score"],
+                                                 modules_to_save=["score"], task_type="TOKEN_CLS"))
     return model
 
 
