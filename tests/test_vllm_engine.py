@@ -72,3 +72,35 @@ def test_seeded_sampling_does_not_depend_on_the_batch(engines):
     whole = vl.generate(PROMPTS, s, n=3)
     second_half = vl.generate(PROMPTS[2:], SamplingParams(temperature=1.0, max_new_tokens=6, seed=13), n=3)
     assert whole.completions[6:] == second_half.completions
+
+
+def test_grpo_steps_with_engine_vllm_keep_the_engine_on_the_policys_weights(tmp_path, monkeypatch):
+    """Three GRPO steps through the real trainer with ``engine: vllm``: the policy learns (its
+    parameters move) and after the last update the engine samples from the trained weights."""
+    (tmp_path / "vllm_reward.py").write_text(
+        "def digit_share(prompts, completions, **kw):\n"
+        "    return [sum(c.isdigit() for c in x) / max(len(x), 1) for x in completions]\n")
+    monkeypatch.syspath_prepend(str(tmp_path))  # a reward that differs inside groups: every step has a gradient
+    from llmrl.config.schema import RecipeConfig
+    from llmrl.trainer.loop import setup
+    from llmrl.trainer.step import rl_step
+
+    cfg = RecipeConfig.model_validate({
+        "model": {"name_or_path": "tiny://arithmetic"},
+        "data": {"name": "arithmetic", "train_size": 64, "eval_size": 2},
+        "rollout": {"engine": "vllm", "num_generations": 4, "max_completion_length": 6, "max_prompt_length": 32,
+                    "vllm": {"kv_cache_gib": 0.0625}},
+        "rewards": [{"name": "vllm_reward:digit_share"}],
+        "trainer": {"steps": 3, "prompts_per_step": 4, "lr": 0.05, "warmup_steps": 0, "device": "cpu",
+                    "output_dir": str(tmp_path / "run"), "eval_every": 0, "checkpoint_every": 0},
+        "logging": {"progress": False, "tensorboard": False, "plot": False},
+    })
+    run, state = setup(cfg)
+    start = [p.detach().clone() for p in run.policy.parameters()]
+    for step in (1, 2, 3):
+        m = rl_step(run, state, step)
+        assert m["loss/grad_norm"] >= 0
+    assert max((a - p.detach()).abs().max().item() for a, p in zip(start, run.policy.parameters())) > 1e-4
+    batch = run.engine.generate(PROMPTS, SamplingParams(max_new_tokens=6, logprobs=True, seed=5), n=2)
+    mask = batch.loss_mask.bool()
+    torch.testing.assert_close(batch.sampler_logps[mask], _policy_logps(run.policy, batch)[mask], atol=1e-4, rtol=0)
