@@ -30,7 +30,7 @@ def test_recipe_runs_one_step_with_a_tiny_model(path, tmp_path):
         substitutions = [f"model.name_or_path={tiny}", "model.dtype=float32"]
     else:
         substitutions = []
-    sets = [*substitutions, "model.warm_start=null", "trainer.steps=1", "trainer.prompts_per_step=2",
+    sets = _sft_sets(tmp_path) if raw.get("task") == "sft" else [*substitutions, "model.warm_start=null", "trainer.steps=1", "trainer.prompts_per_step=2",
             "rollout.num_generations=2", "rollout.max_completion_length=8", "rollout.generation_batch_size=null",
             "data.train_size=4", "data.eval_size=2", "trainer.micro_batch_size=4", "algorithm.num_minibatches=1",
             "trainer.warmup_steps=0", "trainer.eval_every=1", "trainer.checkpoint_every=1", "trainer.device=cpu",
@@ -43,3 +43,12 @@ def test_recipe_runs_one_step_with_a_tiny_model(path, tmp_path):
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["steps_this_session"] == 1
     assert (tmp_path / "run" / "final").is_dir()
+
+
+def _sft_sets(tmp_path: Path) -> list[str]:
+    """task: sft recipes: the tiny notes model on a few synthetic notes (a user's corpus is not here)."""
+    return ["model.name_or_path=tiny://notes?hidden_size=32&num_layers=1", "model.dtype=float32",
+            "data.name=clinical_notes", "data.args={size: 24, test_size: 4, num_canaries: 1, canary_repeats: 2}",
+            "sft.batch_size=8", "sft.micro_batch_size=4", "sft.epochs=0.3", "sft.eval_size=4", "sft.max_length=32",
+            "sft.exposure_candidates=5", "trainer.checkpoint_every=1", "trainer.device=cpu",
+            "logging.progress=false", f"trainer.output_dir={tmp_path / 'run'}"]

@@ -91,6 +91,10 @@ def render() -> str:
     out = [INTRO]
     for name, field in RecipeConfig.model_fields.items():
         sub = _nested_model(field.annotation)
+        if sub is None:  # a top-level scalar (task): documented in the intro's list below
+            out.append(f"\n`{name}`: `{_type_name(field.annotation)}`, default `{field.get_default()!r}`. "
+                       f"{field.description or ''}\n")
+            continue
         # rewards is a list: its section documents one entry, rewards[]
         render_section(sub, "rewards[]" if name == "rewards" else name, out)
     return "\n".join(out) + "\n" + DATA_SOURCES

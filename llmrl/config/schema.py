@@ -255,6 +255,61 @@ class LoggingConfig(Section):
     plot: bool = True
 
 
+class SftConfig(Section):
+    """Supervised fine-tuning on a text corpus (``task: sft``); rows come from ``data`` (file, jsonl, hf,
+    clinical_notes or any builder) and train on their ``text_column``. See docs/privacy.md."""
+
+    text_column: str = Field("text", description="Column holding the training text; empty or missing is an error.")
+    max_length: int = Field(256, gt=0, description="Tokens per sequence; longer texts are truncated.")
+    epochs: float = Field(1.0, gt=0.0, description="Passes over the corpus; steps = epochs / sample rate.")
+    batch_size: int = Field(32, gt=0, description="Logical (expected) batch size; with privacy the Poisson "
+                            "sample rate is batch_size / corpus size.")
+    micro_batch_size: int = Field(32, gt=0, description="Sequences per forward/backward; a logical batch is "
+                                  "split into micro-batches and noised once (as Opacus' BatchMemoryManager).")
+    eval_size: int = Field(200, ge=0, description="Held-out rows for the validation perplexity (data.eval_size "
+                           "is the RL trainer's); they are never trained on and get no DP guarantee.")
+    eval_every: int = Field(10, gt=0, description="Optimizer steps between validation-loss evaluations.")
+    exposure_candidates: int = Field(999, ge=0, description="Random secrets each planted canary is ranked "
+                                     "against (clinical_notes corpora); 0 skips canary exposure.")
+
+
+class SacConfig(Section):
+    """The RLDP hyper-policy (Soft Actor-Critic) for ``privacy.controller: sac``."""
+
+    interval: int = Field(10, gt=0, description="K: optimizer steps each action is held for (RLDP used 112).")
+    warmup_intervals: int = Field(1, ge=0, description="First M intervals use the baseline (fixed) action.")
+    privacy_cost: float = Field(1.0, ge=0.0, description="lambda in reward = relative validation improvement "
+                                "- lambda * epsilon spent in the interval / target epsilon.")
+    hidden: int = Field(128, gt=0, description="Width of the two hidden layers of actor and critics.")
+    lr: float = Field(3e-4, gt=0.0)
+    gamma: float = Field(0.9, ge=0.0, lt=1.0)
+    updates_per_interval: int = Field(8, ge=0)
+    warm_start: str | None = Field(None, description="Path of a saved policy (a run's sac_policy.pt) to start from.")
+
+
+class PrivacyConfig(Section):
+    """DP-SGD with Opacus (``task: sft``): the privacy unit is one row of the corpus. See docs/privacy.md."""
+
+    target_epsilon: float = Field(8.0, gt=0.0, description="Epsilon the run may spend in total; never exceeded.")
+    delta: float = Field(1e-5, gt=0.0, lt=1.0)
+    accountant: Literal["rdp"] = Field("rdp", description="Ledger and budget filter; PRV is reported alongside.")
+    controller: Literal["fixed", "adaptive", "sac"] = Field(
+        "fixed", description="'fixed': plain DP-SGD, noise from the budget; 'adaptive': Opacus quantile clipping; "
+        "'sac': RLDP hyper-policy over per-group clipping and the noise.")
+    max_grad_norm: float = Field(1.0, gt=0.0, description="C: clipping bound of fixed/adaptive and of the SAC "
+                                 "baseline action (split evenly over groups as C/sqrt(G)).")
+    clip_min: float = Field(0.01, gt=0.0, description="Smallest per-group clip C_g the controller may set.")
+    clip_max: float = Field(10.0, gt=0.0, description="Largest per-group clip C_g the controller may set.")
+    sigma_min: float = Field(0.3, gt=0.0, description="Smallest effective noise multiplier the controller may set.")
+    sigma_max: float = Field(20.0, gt=0.0, description="Largest effective noise multiplier; the budget filter "
+                             "assumes the rest of the run can fall back to it.")
+    target_unclipped_quantile: float = Field(0.5, gt=0.0, lt=1.0, description="adaptive: quantile of per-sample "
+                                             "norms the clip tracks.")
+    clipbound_learning_rate: float = Field(0.2, gt=0.0, description="adaptive: geometric step of the clip.")
+    secure_mode: bool = Field(False, description="Cryptographically safe noise (slower); use it for production runs.")
+    sac: SacConfig = Field(default_factory=SacConfig)
+
+
 class AgentConfig(Section):
     """Multi-turn tool use (llmrl.rollout.agent, docs/research.md): each rollout is turns of think ->
     tool call -> tool result (environment tokens, never trained) -> ... -> answer."""
@@ -290,6 +345,10 @@ class RecipeConfig(Section):
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     agent: AgentConfig | None = Field(None, description="Multi-turn tool use (research agents); null = single-turn rollouts.")
+    task: Literal["rl", "sft"] = Field("rl", description="'rl': the RL trainer; 'sft': supervised fine-tuning "
+                                       "on a text corpus (sft section), private with a privacy section.")
+    sft: SftConfig = Field(default_factory=SftConfig)
+    privacy: PrivacyConfig | None = Field(None, description="DP-SGD (task: sft); null = not private.")
 
     @property
     def sequences_per_step(self) -> int:
@@ -343,6 +402,14 @@ class RecipeConfig(Section):
             errors.append(f"data.train_size: {train_size} is below trainer.prompts_per_step "
                           f"({self.trainer.prompts_per_step}): every step would repeat prompts. "
                           f"Allowed: data.train_size >= {self.trainer.prompts_per_step}, or null (the whole split)")
+        if self.privacy is not None and self.task != "sft":
+            errors.append("privacy: DP-SGD is available for task: sft only (the RL trainer's privacy unit, the prompt, "
+                          "is not wired yet; docs/privacy.md). Allowed: task: sft with privacy, or privacy: null")
+        if self.privacy is not None and self.privacy.clip_min >= self.privacy.clip_max:
+            errors.append(f"privacy.clip_min: {self.privacy.clip_min} must be below privacy.clip_max ({self.privacy.clip_max})")
+        if self.privacy is not None and self.privacy.sigma_min >= self.privacy.sigma_max:
+            errors.append(f"privacy.sigma_min: {self.privacy.sigma_min} must be below privacy.sigma_max "
+                          f"({self.privacy.sigma_max})")
         if self.trainer.warmup_steps >= self.trainer.steps and self.trainer.warmup_steps:
             errors.append(
                 f"trainer.warmup_steps: {self.trainer.warmup_steps} must be below trainer.steps ({self.trainer.steps})"

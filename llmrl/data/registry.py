@@ -24,6 +24,7 @@ DATASETS: dict[str, str] = {
     "code_tiny": "llmrl.data.code_tiny:code_tiny_dataset",
     "fact_lookup": "llmrl.data.fact_lookup:fact_lookup_dataset",
     "multihop": "llmrl.data.multihop:multihop_dataset",
+    "clinical_notes": "llmrl.privacy.corpus:clinical_notes_dataset",
     "wmt22": "llmrl.data.translation:wmt22_dataset",
     "number_words": "llmrl.data.translation:number_words_dataset",
 }

@@ -27,6 +27,7 @@ TINY_MODELS = {
     "code": "small code tasks (recipes/tiny/code_grpo.yaml)",
     "research": "procedural fact lookup with search tools (recipes/tiny/research_grpo.yaml)",
     "translation": "numbers in English words to French words (recipes/tiny/translation_grpo.yaml)",
+    "notes": "synthetic clinical notes (recipes/tiny/private_sft.yaml, bench/dp_utility.py)",
 }
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"

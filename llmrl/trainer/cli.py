@@ -37,10 +37,17 @@ def run_recipe(recipe: Path, overrides: list[str], resume: bool, *, debug: bool 
 
     from llmrl.trainer.reporting import summary_table
 
+    if cfg.task == "sft":
+        from llmrl.sft.train import train_sft as train
     try:
         summary = train(cfg, resume=resume)
         if "rank" not in summary:  # several processes: rank 0 reports for all
-            typer.echo(summary_table(summary))
+            if cfg.task == "sft":
+                from llmrl.sft.train import headline
+
+                typer.echo(summary_table(headline(summary)))
+            else:
+                typer.echo(summary_table(summary))
         return summary
     except KeyboardInterrupt as exc:
         _fail(f"interrupted: {exc}" if str(exc) else "interrupted (no checkpoint written for the current step)", 130)
@@ -52,7 +59,9 @@ def run_recipe(recipe: Path, overrides: list[str], resume: bool, *, debug: bool 
         from llmrl.trainer.checkpoint import CheckpointWriteError
         from llmrl.trainer.hub import PushToHubError
 
-        if isinstance(exc, (TrainingDiverged, DegenerateSignal, CheckpointWriteError, PushToHubError)):
+        from llmrl.privacy.errors import BudgetExhausted
+
+        if isinstance(exc, (TrainingDiverged, DegenerateSignal, CheckpointWriteError, PushToHubError, BudgetExhausted)):
             _fail(f"error: {exc}", 1)
         if isinstance(exc, (ValueError, FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError)):
             # configuration that only shows at setup (missing model or data file, dataset column, ...)

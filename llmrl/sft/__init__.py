@@ -1,0 +1,1 @@
+"""Supervised fine-tuning on a text corpus (``task: sft``), optionally private (``privacy:``)."""
