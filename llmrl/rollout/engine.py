@@ -30,6 +30,24 @@ class RolloutEngine(Protocol):
         """Make the engine sample from the policy's current weights."""
 
 
+class TextPrompts:
+    """The text layer every token engine shares (``tokenizer`` and ``add_special_tokens`` are
+    the engine's): one tokenisation of prompts, so hf and vllm feed identical ids."""
+
+    tokenizer: object
+    add_special_tokens: bool
+
+    def encode(self, prompts: list[str]) -> list[list[int]]:
+        """Prompt text -> ids, as the trainer feeds them (special tokens unless chat-templated)."""
+        return self.tokenizer(list(prompts), add_special_tokens=self.add_special_tokens)["input_ids"]
+
+    def generate(self, prompts: list[str], sampling: SamplingParams, *, n: int) -> RolloutBatch:
+        """Text convenience over ``generate_tokens``: n completions per prompt, prompt-major."""
+        batch = self.generate_tokens(self.encode(prompts), sampling, n=n)
+        batch.prompts = [p for p in prompts for _ in range(n)]
+        return batch
+
+
 def build_engine(kind: str, model, tokenizer, *, max_prompt_length: int, generation_batch_size: int | None = None,
                  add_special_tokens: bool = True, vllm: dict | None = None) -> RolloutEngine:
     """``hf``, ``vllm``, or ``'package.module:factory'``: any callable taking (model, tokenizer,

@@ -16,6 +16,7 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
+from llmrl.rollout.engine import TextPrompts
 from llmrl.rollout.types import PAD, POLICY, RolloutBatch, SamplingParams
 
 
@@ -112,7 +113,7 @@ def _offset(sampling: SamplingParams, first: int) -> SamplingParams:
     return sampling if sampling.seed is None else dataclasses.replace(sampling, seed=sampling.seed + first)
 
 
-class HFEngine:
+class HFEngine(TextPrompts):
     def __init__(self, model, tokenizer, *, max_prompt_length: int, generation_batch_size: int | None = None,
                  add_special_tokens: bool = True):
         self.model, self.tokenizer = model, tokenizer
@@ -126,16 +127,6 @@ class HFEngine:
 
     def sync_weights(self, policy: torch.nn.Module) -> None:
         """Nothing to copy: this engine samples from the policy module itself."""
-
-    def encode(self, prompts: list[str]) -> list[list[int]]:
-        """Prompt text -> ids, as the trainer feeds them (special tokens unless chat-templated)."""
-        return self.tokenizer(list(prompts), add_special_tokens=self.add_special_tokens)["input_ids"]
-
-    def generate(self, prompts: list[str], sampling: SamplingParams, *, n: int) -> RolloutBatch:
-        """Text convenience over ``generate_tokens``: n completions per prompt, prompt-major."""
-        batch = self.generate_tokens(self.encode(prompts), sampling, n=n)
-        batch.prompts = [p for p in prompts for _ in range(n)]
-        return batch
 
     @torch.no_grad()
     def _generate_chunk(self, contexts: list[list[int]], sampling: SamplingParams, n: int):

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from llmrl.rollout.hf_engine import _end_token_ids, completion_owner, stop_string_end
+from llmrl.rollout.engine import TextPrompts
 from llmrl.rollout.types import PAD, POLICY, RolloutBatch, SamplingParams
 
 
@@ -67,7 +68,7 @@ def _state_dict_bytes(policy: torch.nn.Module) -> bytes:
     return buf if isinstance(buf, bytes) else io.BytesIO(buf).getvalue()
 
 
-class VLLMEngine:
+class VLLMEngine(TextPrompts):
     def __init__(self, model, tokenizer, *, max_prompt_length: int, generation_batch_size: int | None = None,
                  add_special_tokens: bool = True, max_completion_length: int = 256,
                  gpu_memory_utilization: float = 0.3, kv_cache_gib: float | None = None, enforce_eager: bool = True,
@@ -105,14 +106,6 @@ class VLLMEngine:
         a resume); cached prefixes would still hold the old weights' keys and values, so reset."""
         self.llm.collective_rpc("llmrl_load_weights", args=(_state_dict_bytes(policy),))
         self.llm.reset_prefix_cache()
-
-    def encode(self, prompts: list[str]) -> list[list[int]]:
-        return self.tokenizer(list(prompts), add_special_tokens=self.add_special_tokens)["input_ids"]
-
-    def generate(self, prompts: list[str], sampling: SamplingParams, *, n: int) -> RolloutBatch:
-        batch = self.generate_tokens(self.encode(prompts), sampling, n=n)
-        batch.prompts = [p for p in prompts for _ in range(n)]
-        return batch
 
     def _params(self, sampling: SamplingParams, n: int, i: int):
         from vllm import SamplingParams as VSP
