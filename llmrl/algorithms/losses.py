@@ -98,15 +98,20 @@ def policy_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.
                 kind: PolicyLoss = "ppo_clip", clip_eps_low: float = 0.2, clip_eps_high: float = 0.2,
                 loss_agg: LossAgg = "token-mean", kl_coef: float = 0.0, ref_logps: torch.Tensor | None = None,
                 kl_estimator: Literal["k1", "k2", "k3"] = "k3", num_seqs: int | None = None,
-                num_tokens: float | None = None, max_len: int | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                num_tokens: float | None = None, max_len: int | None = None,
+                token_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The whole per-minibatch policy objective. advantages is [N, T] (token level) or [N].
 
     Returns (scalar loss, detached stats). With kl_coef > 0 the KL estimate is added per token
-    before aggregation (GRPO eq. 3; as TRL does)."""
+    before aggregation (GRPO eq. 3; as TRL does). ``token_weights`` [N, T] (detached) multiply
+    the clipped surrogate per token, before the KL term: the sampler/trainer mismatch
+    correction (``llmrl.algorithms.sampler_correction``)."""
     if advantages.ndim == 1:
         advantages = advantages.unsqueeze(1).expand_as(logps)
     log_ratio = importance_log_ratio(logps, old_logps, mask, kind)
     per_token, clipped = clipped_surrogate(log_ratio, advantages, clip_eps_low=clip_eps_low, clip_eps_high=clip_eps_high)
+    if token_weights is not None:
+        per_token = per_token * token_weights
     stats: dict[str, torch.Tensor] = {}
     if kl_coef > 0:
         if ref_logps is None:

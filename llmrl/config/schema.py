@@ -193,6 +193,14 @@ class AlgorithmConfig(Section):
         None, gt=0.0, description="Adaptive kl_reward_coef (Ziegler et al. 2019): the coefficient follows this "
         "target mean KL per token over kl_reward_horizon sequences; None = fixed coefficient.")
     kl_reward_horizon: int = Field(10000, gt=0, description="Sequences over which the adaptive coefficient moves.")
+    sampler_correction: bool | None = Field(
+        None, validation_alias=trl_alias("sampler_correction", "vllm_importance_sampling_correction"),
+        description="Truncated importance sampling of the sampler/trainer mismatch: each token's policy-gradient "
+        "term times min(pi_old / pi_sampler, sampler_correction_cap), from the engine's per-token log-probs "
+        "(TRL token_truncate). None = on for every rollout.engine but hf (whose sampler is the policy itself).")
+    sampler_correction_cap: float = Field(
+        2.0, ge=1.0, validation_alias=trl_alias("sampler_correction_cap", "vllm_importance_sampling_cap"),
+        description="C of sampler_correction: the weight never exceeds it (TRL's default 2).")
 
 
 class CriticConfig(Section):

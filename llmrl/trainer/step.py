@@ -23,6 +23,7 @@ import torch
 from llmrl.algorithms.advantages import (ESTIMATORS, Advantages, TokenParams, adaptive_kl_coef, estimate,
                                          zero_variance_groups)
 from llmrl.algorithms.losses import explained_variance, policy_loss
+from llmrl.algorithms.sampler_correction import correction_enabled, tis_weights
 from llmrl.config.schema import AlgorithmConfig
 from llmrl.rewards.runner import RewardResult, TrainerState, score
 from llmrl.rollout.types import RolloutBatch, SamplingParams
@@ -186,11 +187,13 @@ def token_advantages(weighting: TokenWeighting, adv: Advantages, rewards: torch.
 
 def update_policy(updater: Updater, policy, batch: RolloutBatch, fw: Forwards, tok_adv, alg: AlgorithmConfig, *,
                   temperature: float, max_len: int, step: int, critic: CriticUpdate | None = None,
-                  train_actor: bool = True) -> dict[str, float]:
+                  train_actor: bool = True, tis_cap: float | None = None) -> dict[str, float]:
     """``alg.epochs`` passes x ``alg.num_minibatches`` optimizer steps; each micro-batch's loss is
     normalised by its whole minibatch so accumulation equals one big batch. With a critic, its
     clipped value loss joins the policy loss (disjoint parameters: the Updater clips and steps
-    each set on its own); ``train_actor`` False trains the critic alone (warm-up, pretraining)."""
+    each set on its own); ``train_actor`` False trains the critic alone (warm-up, pretraining).
+    ``tis_cap``: weight each token by min(pi_old / pi_sampler, tis_cap) from
+    ``batch.sampler_logps`` (truncated importance sampling; None = off)."""
     mask = batch.loss_mask.float()
     totals: dict[str, float] = {}
     n_updates = 0
@@ -211,12 +214,16 @@ def update_policy(updater: Updater, policy, batch: RolloutBatch, fw: Forwards, t
                     dev = fwd.logps.device
                     adv_rows = tok_adv(rows, fwd)
                     old = fwd.logps.detach() if fw.old_logps is None else fw.old_logps[rows].to(dev)
+                    weights, tis_stats = (None, {}) if tis_cap is None else tis_weights(
+                        old, batch.sampler_logps[rows], mask[rows].to(dev), cap=tis_cap)
                     loss, stats = policy_loss(
                         fwd.logps, old, adv_rows.to(dev), mask[rows].to(dev), kind=alg.policy_loss,
                         clip_eps_low=alg.clip_eps_low, clip_eps_high=alg.clip_eps_high, loss_agg=alg.loss_agg,
                         kl_coef=alg.kl_coef, ref_logps=fw.ref_logps[rows].to(dev) if fw.ref_logps is not None else None,
                         kl_estimator=alg.kl_estimator, num_seqs=num_seqs, num_tokens=num_tokens, max_len=max_len,
+                        token_weights=weights,
                     )
+                    stats.update(tis_stats)
                 if critic is None:
                     return loss, stats
                 v_loss, v_stats = critic_loss(critic, batch, rows, num_tokens=num_tokens)
@@ -231,7 +238,7 @@ def update_policy(updater: Updater, policy, batch: RolloutBatch, fw: Forwards, t
             except UpdateDiverged as exc:
                 raise TrainingDiverged(f"step {step}: {exc}") from None
             for k, v in st.items():
-                key = names.get(k, f"loss/{k}")
+                key = names.get(k, k if "/" in k else f"loss/{k}")   # namespaced stats keep their name
                 totals[key] = totals.get(key, 0.0) + v
             n_updates += 1
     return {**{k: v / n_updates for k, v in totals.items()}, **tok_adv.stats}
@@ -312,14 +319,19 @@ def rl_step(run: "Run", state: "TrainState", step: int, *, pretrain: bool = Fals
     indices = indices[mine]
     raw = run.train_data[indices][cfg.data.prompt_column]
     prompt_texts = format_prompts(cfg, run.tokenizer, raw)
+    tis = correction_enabled(alg.sampler_correction, cfg.rollout.engine)   # the sampler's log-probs are needed
     sampling = SamplingParams(temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k,
                               max_new_tokens=cfg.rollout.max_completion_length, stop=tuple(cfg.rollout.stop),
-                              seed=sampling_seed(cfg, step, mine.start))
+                              seed=sampling_seed(cfg, step, mine.start), logprobs=tis)
     trainer_state = TrainerState(global_step=step, max_steps=cfg.trainer.steps)
 
     with timers("rollout"):
         batch = rollout(run.engine, run.engine.encode(prompt_texts), sampling, G, step)   # N = B*G rows
         batch.prompts = [p for p in prompt_texts for _ in range(G)]
+    if tis and batch.sampler_logps is None:
+        raise ValueError(f"algorithm.sampler_correction needs the sampler's log-probs, and rollout.engine "
+                         f"{cfg.rollout.engine!r} returned none (RolloutBatch.sampler_logps); set "
+                         "algorithm.sampler_correction: false or return them")
     with timers("reward"):
         columns = columns_for(run.train_data, indices, cfg.data.prompt_column, G)
         rewards = score([p for p in raw for _ in range(G)], batch.completions, columns, run.reward_fns,
@@ -379,7 +391,7 @@ def rl_step(run: "Run", state: "TrainState", step: int, *, pretrain: bool = Fals
         with timers("update"):
             stats.update(update_policy(run.updater, run.policy, train_batch, fw, tok_adv, alg, temperature=temp,
                                        max_len=cfg.rollout.max_completion_length, step=step, critic=critic,
-                                       train_actor=train_actor))
+                                       train_actor=train_actor, tis_cap=alg.sampler_correction_cap if tis else None))
         if kl_reward:
             stats.update(kl_reward_step(alg, state, fw, train_batch, kl_reward))
     if not pretrain:
