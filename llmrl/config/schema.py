@@ -216,6 +216,8 @@ class CriticConfig(Section):
                               "frozen while the critic learns).")
     pretrain_steps: int = Field(0, ge=0, description="Critic-only steps on rollouts of the frozen initial policy "
                                 "before RL starts (VC-PPO value pretraining); not counted in trainer.steps.")
+    share_base: bool = Field(False, description="With model.lora: the critic is a second LoRA adapter plus a "
+                             "value head on the policy's frozen base (one base model in memory, not two).")
 
 
 class TrainerConfig(Section):
@@ -459,4 +461,10 @@ def _token_estimator_rules(cfg: RecipeConfig) -> list[str]:
     if cfg.critic is not None and cfg.critic.warmup_steps >= cfg.trainer.steps:
         errors.append(f"critic.warmup_steps: {cfg.critic.warmup_steps} must be below trainer.steps "
                       f"({cfg.trainer.steps}): the actor would never train")
+    if cfg.critic is not None and cfg.critic.share_base and cfg.model.lora is None:
+        errors.append("critic.share_base: true needs model.lora (the policy's and the critic's adapters sit on one "
+                      "frozen base); set model.lora, or share_base: false for a separate critic model")
+    if cfg.critic is not None and cfg.critic.share_base and cfg.critic.model is not None:
+        errors.append(f"critic.model: {cfg.critic.model!r} cannot share the policy's base (critic.share_base: true); "
+                      "remove critic.model, or set share_base: false")
     return errors

@@ -150,7 +150,10 @@ def save_final(model, tokenizer, final_dir: str | Path) -> Path:
     import json
 
     final_dir = Path(final_dir)
-    model.save_pretrained(final_dir)
+    if hasattr(model, "peft_config"):   # the policy's adapter only (a shared-base critic's is not the policy)
+        model.save_pretrained(final_dir, selected_adapters=[model.active_adapter])
+    else:
+        model.save_pretrained(final_dir)
     tokenizer.save_pretrained(final_dir)
     cfg_path = final_dir / "adapter_config.json"
     if not cfg_path.is_file():

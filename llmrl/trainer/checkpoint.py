@@ -57,14 +57,25 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def trainable_parameters(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    """The parameters a checkpoint of ``model`` holds: the trainable ones, except the adapter of a
+    critic sharing the policy's base (``critic.share_base``), which is the critic's and lives in
+    ``critic.safetensors``."""
+    from llmrl.trainer.critic import CRITIC_ADAPTER
+
+    foreign = CRITIC_ADAPTER in getattr(model, "peft_config", {})
+    return {n: p for n, p in model.named_parameters()
+            if p.requires_grad and not (foreign and CRITIC_ADAPTER in n.split("."))}
+
+
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+    return {n: p.detach().cpu().contiguous() for n, p in trainable_parameters(model).items()}
 
 
 def load_trainable(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> None:
     """Load saved trainable parameters; every trainable parameter must be in the file, and
     nothing else (a checkpoint of another model or LoRA layout is refused, not half-loaded)."""
-    expected = {n for n, p in model.named_parameters() if p.requires_grad}
+    expected = set(trainable_parameters(model))
     missing, extra = expected - weights.keys(), weights.keys() - expected
     if missing or extra:
         raise ValueError(f"the checkpoint does not fit this model: {len(missing)} trainable parameters missing "

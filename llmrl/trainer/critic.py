@@ -7,7 +7,9 @@ weights, as OpenRLHF builds its critic when rewards are functions rather than a 
 randomly initialised trunk has no idea of the task, a copy of the policy's already encodes it.
 The new head starts near 0 (transformers' init, std ``initializer_range``), so early values are
 small and the first value losses are the squared returns. With ``model.lora`` the critic gets
-LoRA adapters of its own (the head trains in full); it still loads a second copy of the base.
+LoRA adapters of its own (the head trains in full); it still loads a second copy of the base,
+unless ``critic.share_base``: then the critic is :class:`SharedBaseCritic`, a second adapter and
+a value head on the policy's own frozen base, so PPO costs no second base model (OpenRLHF#230).
 
 V_t is read at the position that *predicts* completion token t (the same position the policy's
 log-prob of token t comes from): the value of the state before token t is chosen.
@@ -15,7 +17,9 @@ log-prob of token t comes from): the value of the state before token t is chosen
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 
@@ -61,6 +65,87 @@ def load_critic(name_or_path: str, *, dtype: str = "float32", device: str = "cpu
                                                  target_modules=lora.target_modules, exclude_modules=["score"],
                                                  modules_to_save=["score"], task_type="TOKEN_CLS"))
     return model
+
+
+#: The peft adapter name of a :class:`SharedBaseCritic` on the policy (the policy's is "default").
+CRITIC_ADAPTER = "critic"
+
+
+@contextmanager
+def active_adapter(model, name: str) -> Iterator[None]:
+    """Run ``model`` (a peft model) with adapter ``name`` alone active, then the previous one again.
+
+    peft's ``set_adapter`` also freezes every other adapter; here each parameter keeps its
+    ``requires_grad``, because the policy's and the critic's losses are summed into one backward
+    and each adapter must still receive its own gradient."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    previous = model.active_adapter
+
+    def restore_flags() -> None:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+    model.set_adapter(name)
+    restore_flags()
+    try:
+        yield
+    finally:
+        model.set_adapter(previous)
+        restore_flags()
+
+
+class SharedBaseCritic(torch.nn.Module):
+    """The critic as a second LoRA adapter plus a value head on the policy's frozen base.
+
+    One base model holds two adapters: the policy's (``default``) and the critic's
+    (:data:`CRITIC_ADAPTER`, same rank/alpha/targets as ``model.lora``, B = 0 at the start so the
+    critic's trunk starts as the warm-started policy's). V is ``score(trunk(x))`` with only the
+    critic's adapter active; the policy's forwards see only the policy's adapter, so neither
+    loss reaches the other's parameters and the base (frozen) is shared, not copied.
+
+    The policy is deliberately not a submodule: ``parameters()`` / ``named_parameters()`` are the
+    critic's own (its adapter under the policy's names, and ``score.*``), which is what the
+    critic's optimizer and ``critic.safetensors`` hold. ``train()`` / ``eval()`` also set the
+    shared model's mode, so the values forward runs without LoRA dropout."""
+
+    def __init__(self, policy: torch.nn.Module, lora) -> None:
+        super().__init__()
+        from peft import LoraConfig, PeftModel
+
+        if not isinstance(policy, PeftModel):
+            raise ValueError("critic.share_base: the policy has no LoRA adapters to share its base with; set "
+                             "model.lora, or critic.share_base: false")
+        object.__setattr__(self, "policy", policy)        # shared, not owned (see the class docstring)
+        policy.add_adapter(CRITIC_ADAPTER, LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                                                      target_modules=lora.target_modules or "all-linear",
+                                                      task_type="CAUSAL_LM"))
+        self._adapter = [(n, p) for n, p in policy.named_parameters() if CRITIC_ADAPTER in n.split(".")]
+        for _, p in self._adapter:     # add_adapter leaves a non-active adapter frozen
+            p.requires_grad_(True)
+        base = policy.get_base_model()
+        ref = next(p for p in base.parameters())
+        self.score = torch.nn.Linear(base.config.hidden_size, 1, device=ref.device, dtype=ref.dtype)
+        # as transformers initialises a new token-classification head: small weights, so V starts near 0
+        torch.nn.init.normal_(self.score.weight, std=getattr(base.config, "initializer_range", 0.02))
+        torch.nn.init.zeros_(self.score.bias)
+
+    def named_parameters(self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True):
+        yield from super().named_parameters(prefix=prefix, recurse=recurse, remove_duplicate=remove_duplicate)
+        yield from ((f"{prefix}.{n}" if prefix else n, p) for n, p in self._adapter)
+
+    def train(self, mode: bool = True) -> "SharedBaseCritic":
+        super().train(mode)
+        self.policy.train(mode)
+        return self
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, use_cache: bool = False):
+        from transformers.modeling_outputs import TokenClassifierOutput
+
+        base = self.policy.get_base_model()
+        trunk = getattr(base, base.base_model_prefix)        # e.g. LlamaForCausalLM.model: no lm_head
+        with active_adapter(self.policy, CRITIC_ADAPTER):
+            hidden = trunk(input_ids=input_ids, attention_mask=attention_mask, use_cache=use_cache).last_hidden_state
+        return TokenClassifierOutput(logits=self.score(hidden))                   # [n, T, 1]
 
 
 def critic_values(critic: torch.nn.Module, batch: RolloutBatch, rows: torch.Tensor) -> torch.Tensor:

@@ -262,7 +262,7 @@ def setup(cfg: RecipeConfig, *, resume: bool = False) -> tuple[Run, TrainState]:
                                                            total_steps=tr.steps), tr.max_grad_norm),
         micro_batch_size=tr.micro_batch_size,
     )
-    critic = build_critic(cfg, model_path, device, updater) if cfg.critic is not None else None
+    critic = build_critic(cfg, model_path, device, updater, policy) if cfg.critic is not None else None
     engine = make_engine(cfg, policy, tokenizer)
     reward_fns = build_reward_fns(cfg.rewards)
     train_data = build_dataset(cfg.data.name, "train", n=cfg.data.train_size, seed=tr.seed, args=cfg.data.args)
@@ -327,14 +327,19 @@ def check_multi_process(cfg: RecipeConfig, n_procs: int) -> None:
                          f"which a rank does not hold with {n_procs} processes; use one of {allowed}, or one process")
 
 
-def build_critic(cfg: RecipeConfig, model_path: str, device: torch.device, updater: Updater) -> torch.nn.Module:
+def build_critic(cfg: RecipeConfig, model_path: str, device: torch.device, updater: Updater,
+                 policy: torch.nn.Module) -> torch.nn.Module:
     """The value model (``llmrl.trainer.critic``), trained by the Updater's second parameter set
-    with its own optimizer and constant learning rate ``critic.lr``."""
-    from llmrl.trainer.critic import load_critic
+    with its own optimizer and constant learning rate ``critic.lr``: a separate model, or with
+    ``critic.share_base`` a second adapter + value head on ``policy``'s base."""
+    from llmrl.trainer.critic import SharedBaseCritic, load_critic
 
     c, tr = cfg.critic, cfg.trainer
-    critic = load_critic(c.model or model_path, dtype=cfg.model.dtype, device=str(device),
-                         trust_remote_code=cfg.model.trust_remote_code, lora=cfg.model.lora)
+    if c.share_base:
+        critic = SharedBaseCritic(policy, cfg.model.lora)
+    else:
+        critic = load_critic(c.model or model_path, dtype=cfg.model.dtype, device=str(device),
+                             trust_remote_code=cfg.model.trust_remote_code, lora=cfg.model.lora)
     params = [p for p in critic.parameters() if p.requires_grad]
     updater.critic = ParamSet(params, build_optimizer(tr.optimizer, params, lr=c.lr, weight_decay=tr.weight_decay,
                                                       args=tr.optimizer_args), None, c.max_grad_norm)
