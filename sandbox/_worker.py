@@ -36,7 +36,6 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, _HERE)
 import _oslayers  # noqa: E402
 import _serial  # noqa: E402
-import _judge  # noqa: E402,F401 - used by the judge server (code only, no job data)
 
 sys.path.remove(_HERE)
 
@@ -615,6 +614,11 @@ def judge_server(cfg: dict, jin: int, jout: int, sock) -> None:
     parent (they never pass through the fork server, whose memory every child copies), forks
     a fresh judge per job, and relays the judge's verdict lines. Never runs untrusted code."""
     _oslayers.set_dumpable(False)
+    # The judge's code (and ``ast``) is imported here, not in the fork server: every page the
+    # fork server holds is copied into each child's page tables and torn down at its exit.
+    sys.path.insert(0, _HERE)
+    import _judge
+    sys.path.remove(_HERE)
     if cfg.get("seccomp"):
         try:
             prog = _oslayers.seccomp_program(
@@ -625,6 +629,12 @@ def judge_server(cfg: dict, jin: int, jout: int, sock) -> None:
                 _oslayers.seccomp_install(prog)
         except OSError:
             pass
+    # This process lives for the whole slot and its heap only grows (modules, the compiled
+    # tests cache), which the collector would keep rescanning (perf showed gc_collect_main in
+    # this process in one profile). After every job the job's garbage is collected and what
+    # survives (cache entries, which hold no cycles) is moved out of the collector's sight.
+    gc.collect()
+    gc.freeze()
     while True:
         req = _read_frame(jin)
         if req is None:
@@ -654,6 +664,9 @@ def judge_server(cfg: dict, jin: int, jout: int, sock) -> None:
             _write_frame(jout, {"lines": bytes(buf).decode("utf-8", "replace"), "killed": False,
                                 "elapsed": t_done - t0,
                                 "phases_ms": {"fds": _ms(t0 - t_recv), "judge": _ms(t_done - t0)}})
+            del buf
+            gc.collect()
+            gc.freeze()
             continue
         r, w = os.pipe()
         pid = os.fork()
