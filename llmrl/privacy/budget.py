@@ -42,7 +42,8 @@ def _rdp_one_step(sample_rate: float, sigma: float) -> np.ndarray:
                                                orders=RDPAccountant.DEFAULT_ALPHAS))
 
 
-def _rdp_epsilon(history: History, delta: float) -> float:
+def rdp_epsilon(history: History, delta: float) -> float:
+    """Epsilon of a ledger exactly as Opacus' RDPAccountant computes it, with one-step RDP cached."""
     if not any(h[2] for h in history):
         return 0.0
     rdp = sum(_rdp_one_step(q, s) * n for s, q, n in history if n > 0)
@@ -77,7 +78,7 @@ class Budget:
             raise ValueError(f"{steps} more steps would exceed the run's {self.total_steps} steps ({done} done)")
         plan = list(history) + [(sigma_eff, self.sample_rate, steps), (self.sigma_max, self.sample_rate, rest)]
         if self.accountant == "rdp":  # same orders and conversion as RDPAccountant, one-step RDP cached
-            return _rdp_epsilon(plan, self.delta)
+            return rdp_epsilon(plan, self.delta)
         return epsilon_of(plan, self.delta, self.accountant)
 
     def check_feasible(self) -> None:
