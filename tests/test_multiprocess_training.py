@@ -27,18 +27,28 @@ def digit_share(prompts, completions, **kw):
     if os.environ.get("SLOW_REWARD"):
         time.sleep(0.6)  # the killed run: steps slow enough to be killed mid-run
     return [sum(c.isdigit() for c in x) / max(len(x), 1) for x in completions]
+
+
+def flat_on_minus(prompts, completions, **kw):
+    """Flat (every completion 0.5) for prompts with a '-': those groups carry no signal and
+    algorithm.skip_zero_variance_groups drops them. Logs whether this call's rows were all flat."""
+    flat = ["-" in p for p in prompts]
+    with open(os.environ["FLAT_LOG"], "a") as f:
+        f.write(f"{os.environ.get('RANK', '0')} {len(prompts)} {int(all(flat))}\\n")
+    return [0.5 if fl else sum(ch.isdigit() for ch in c) / max(len(c), 1) for fl, c in zip(flat, completions)]
 '''
 STEPS = 4
 
 
-def _recipe(tmp: Path, out: Path, **trainer) -> Path:
+def _recipe(tmp: Path, out: Path, reward: str = "digit_share", skip_flat: bool = False, eval_size: int = 2,
+            **trainer) -> Path:
     recipe = {
         "model": {"name_or_path": "tiny://arithmetic"},
-        "data": {"name": "arithmetic", "train_size": 64, "eval_size": 2},
+        "data": {"name": "arithmetic", "train_size": 64, "eval_size": eval_size},
         "rollout": {"num_generations": 4, "max_completion_length": 6, "max_prompt_length": 32,
                     "generation_batch_size": 2, "seed_per_chunk": True},
-        "rewards": [{"name": "scale_reward:digit_share"}],
-        "algorithm": {"advantage": "grpo", "loss_agg": "token-mean", "skip_zero_variance_groups": False},
+        "rewards": [{"name": f"scale_reward:{reward}"}],
+        "algorithm": {"advantage": "grpo", "loss_agg": "token-mean", "skip_zero_variance_groups": skip_flat},
         # SGD: Adam divides by sqrt(v) and turns 1e-9 summation-order noise of tiny gradients into 1e-3
         "trainer": {"steps": STEPS, "prompts_per_step": 4, "micro_batch_size": 3, "device": "cpu", "num_threads": 1,
                     "optimizer": "SGD", "lr": 0.5, "lr_scheduler": "constant", "warmup_steps": 0,
@@ -63,14 +73,18 @@ def _env(tmp: Path, **extra: str) -> dict[str, str]:
             "OMP_NUM_THREADS": "1", **extra}
 
 
-def _train(tmp: Path, recipe: Path, procs: int, *extra: str) -> None:
-    proc = subprocess.run(_cmd(recipe, procs, *extra), env=_env(tmp), capture_output=True, text=True, timeout=300)
+def _train(tmp: Path, recipe: Path, procs: int, *extra: str, **env: str) -> None:
+    proc = subprocess.run(_cmd(recipe, procs, *extra), env=_env(tmp, **env), capture_output=True, text=True,
+                          timeout=300)
     assert proc.returncode == 0, proc.stderr[-6000:]
 
 
+def _rows(out: Path) -> list[dict]:
+    return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+
+
 def _metrics(out: Path) -> dict[int, dict]:
-    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    return {r["step"]: r for r in rows if "loss/policy" in r}
+    return {r["step"]: r for r in _rows(out) if "loss/policy" in r}
 
 
 def _params(out: Path, step: int) -> dict[str, torch.Tensor]:
@@ -137,3 +151,38 @@ def test_two_processes_equal_one_and_a_killed_run_resumes_exactly(tmp_path):
     pk, p2 = _params(killed, STEPS), _params(two, STEPS)
     for name in p2:
         torch.testing.assert_close(pk[name], p2[name], atol=1e-6, rtol=0)
+
+
+@pytest.mark.slow
+def test_flat_groups_are_dropped_and_heldout_is_evaluated_once_across_ranks(tmp_path):
+    """skip_zero_variance_groups with 2 processes drops the groups one process drops (a rank
+    left with no rows joins the update with an empty share), and the held-out evaluation is
+    sharded (each prompt scored once, 5 prompts over 2 ranks) with the one-process figures."""
+    (tmp_path / "scale_reward.py").write_text(REWARD)
+    one, two = tmp_path / "one", tmp_path / "two"
+    for out, procs in ((one, 1), (two, 2)):
+        _train(tmp_path, _recipe(tmp_path, out, reward="flat_on_minus", skip_flat=True, eval_size=5,
+                                 checkpoint_every=0), procs, FLAT_LOG=str(tmp_path / f"{out.name}.log"))
+    m1, m2 = ({r["step"]: r for r in _rows(out) if "reward/mean" in r} for out in (one, two))
+    assert sorted(m1) == sorted(m2) == list(range(1, STEPS + 1))
+    assert 0 < sum(m1[s]["train/rows"] for s in m1) < 16 * STEPS  # some groups were flat and dropped: not vacuous
+    for step in m1:
+        assert ("loss/policy" in m2[step]) == ("loss/policy" in m1[step]), step  # a step with no rows: no update
+        for key in ("loss/policy", "loss/grad_norm", "reward/mean", "train/rows", "reward/zero_variance_frac"):
+            if key in m1[step]:
+                assert m2[step][key] == pytest.approx(m1[step][key], abs=1e-5), (step, key)
+    p1, p2 = _params(one, STEPS), _params(two, STEPS)
+    for name in p1:
+        torch.testing.assert_close(p2[name], p1[name], atol=1e-5, rtol=0)
+    # some rank had every one of its groups flat (no rows) at some step and still trained along
+    calls = [line.split() for line in (tmp_path / "two.log").read_text().splitlines()]
+    assert any(n == "8" and flat == "1" for _, n, flat in calls), calls
+    # held-out: 5 prompts, scored once each over the ranks (3 + 2 per evaluation), same figures as 1 process
+    evals = [(rank, int(n)) for rank, n, _ in calls if n != "8"]
+    assert sorted(n for _, n in evals) == sorted([2, 3] * 2), evals
+    e1 = [r for r in _rows(one) if "eval/accuracy" in r]
+    e2 = [r for r in _rows(two) if "eval/accuracy" in r]
+    assert len(e1) == len(e2) == 2
+    for a, b in zip(e1, e2):
+        for key in ("eval/accuracy", "eval/reward_mean"):
+            assert b[key] == pytest.approx(a[key], abs=1e-6), key

@@ -47,7 +47,8 @@ def test_bad_override_and_cross_field_rule(tmp_path):
 
 
 def test_every_shipped_recipe_validates():
-    recipes = sorted((REPO / "recipes").rglob("*.yaml"))
+    # recipes/accelerate/ holds `accelerate launch --config_file` configs, not llmrl recipes
+    recipes = sorted(r for r in (REPO / "recipes").rglob("*.yaml") if r.parent.name != "accelerate")
     assert recipes
     for r in recipes:
         load_recipe(r)

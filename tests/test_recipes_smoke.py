@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-RECIPES = sorted((REPO / "recipes").rglob("*.yaml"))
+# recipes/accelerate/ holds `accelerate launch --config_file` configs, not llmrl recipes
+RECIPES = sorted(r for r in (REPO / "recipes").rglob("*.yaml") if r.parent.name != "accelerate")
 DATA = {"gsm8k": "gsm8k", "mbpp": "mbpp", "apps": "apps", "humaneval": "humaneval", "wmt22": "wmt22"}
 
 

@@ -121,6 +121,37 @@ def merge_metrics(m: dict, *, summed: tuple[str, ...] = ()) -> dict:
     return out
 
 
+def sum_dicts_across_ranks(d: dict[str, float]) -> dict[str, float]:
+    """Every key's value summed over the ranks that report it (a rank whose share of a
+    minibatch is empty reports no loss statistics; ``all_reduce`` per key would then pair up
+    different keys on different ranks)."""
+    if world()[1] == 1:
+        return d
+    out: dict[str, float] = {}
+    for r in gather_objects(d):
+        for k, v in r.items():
+            out[k] = out.get(k, 0.0) + v
+    return dict(sorted(out.items()))
+
+
+def shard_rows(n: int) -> range:
+    """This rank's contiguous share of ``n`` rows that need not divide evenly (held-out
+    prompts: each rank evaluates its share once, instead of every rank all of them)."""
+    rank, size = world()
+    return range(rank * n // size, (rank + 1) * n // size)
+
+
+def launcher_sharding() -> str | None:
+    """The parameter sharding an ``accelerate launch`` config asked for (``"fsdp"`` or
+    ``"deepspeed"``: accelerate says so in the environment it starts ranks with), or None for
+    plain data parallel (recipes/accelerate/ddp.yaml, torchrun)."""
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true"):
+        return "fsdp"
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true"):
+        return "deepspeed"
+    return None
+
+
 def shard_groups(n_groups: int) -> slice:
     """This rank's contiguous share of the step's prompt groups (whole groups, never split)."""
     rank, size = world()

@@ -33,6 +33,11 @@ def forward_completions(model, batch: RolloutBatch, rows: torch.Tensor, *, tempe
     """Forward rows of a rollout batch; the completion of length C is predicted by positions
     P-1 .. P+C-2 (the token before each completion token)."""
     device = next(model.parameters()).device
+    if len(rows) == 0:  # a rank whose flat groups were all dropped: nothing to run, empty outputs
+        C, cfg = batch.completion_ids.shape[1], model.config
+        return ForwardOut(logps=torch.zeros(0, C, device=device),
+                          logits=torch.zeros(0, C, cfg.vocab_size, device=device) if keep_logits else None,
+                          hidden=torch.zeros(0, C, cfg.hidden_size, device=device) if want_hidden else None)
     # Select the rows first, then concatenate: no full-batch copy per micro-batch.
     completion_ids = batch.completion_ids[rows].to(device)
     input_ids = torch.cat([batch.prompt_ids[rows].to(device), completion_ids], dim=1)

@@ -28,7 +28,8 @@ from llmrl.rewards.runner import RewardFn, TrainerState, build_reward_fns
 from llmrl.rollout.engine import RolloutEngine, build_engine
 from llmrl.trainer import checkpoint as ckpt
 from llmrl.trainer.evaluate import columns_for, format_prompts, greedy_eval  # noqa: F401 (public helpers)
-from llmrl.trainer.distributed import any_across_ranks, barrier, gather_objects, init_from_env, is_main, world
+from llmrl.trainer.distributed import (any_across_ranks, barrier, gather_objects, init_from_env, is_main,
+                                       launcher_sharding, shard_rows, sum_dicts_across_ranks, world)
 from llmrl.trainer.reporting import NullLogger, RunLogger, plot_curves, read_metrics
 from llmrl.trainer.step import DegenerateSignal, TrainingDiverged, rl_step  # noqa: F401 (raised by train)
 from llmrl.trainer.token_weighting import TokenWeighting
@@ -317,7 +318,14 @@ def setup(cfg: RecipeConfig, *, resume: bool = False) -> tuple[Run, TrainState]:
 
 def check_multi_process(cfg: RecipeConfig, n_procs: int) -> None:
     """What several processes need from the recipe: whole groups per rank, and an estimator
-    that needs no statistics of the whole batch (those see only one rank's share)."""
+    that needs no statistics of the whole batch (those see only one rank's share). Parameter
+    sharding (accelerate's FSDP / DeepSpeed configs) is refused: the Updater holds full
+    replicas and sums full gradients itself (DDP semantics), docs/scaling.md says what is missing."""
+    sharding = launcher_sharding()
+    if sharding is not None:
+        raise ValueError(f"accelerate launch asked for {sharding} (its config's distributed_type), which llmrl's "
+                         "trainer does not wire in yet: it trains full replicas with summed gradients. Launch with "
+                         "recipes/accelerate/ddp.yaml (or torchrun) instead; see docs/scaling.md")
     if cfg.trainer.prompts_per_step % n_procs:
         raise ValueError(f"trainer.prompts_per_step: {cfg.trainer.prompts_per_step} is not divisible by the "
                          f"{n_procs} processes; every rank trains whole prompt groups")
@@ -377,9 +385,19 @@ def save(run: Run, state: TrainState, step: int) -> Path:
 
 
 def evaluate(run: Run, step: int = 0) -> dict[str, float]:
-    """Held-out greedy evaluation (``llmrl.trainer.evaluate.greedy_eval``) of the current policy."""
-    return greedy_eval(run.engine, run.tokenizer, run.cfg, run.eval_data, run.reward_fns,
-                       trainer_state=TrainerState(global_step=step, max_steps=run.cfg.trainer.steps))
+    """Held-out greedy evaluation (``llmrl.trainer.evaluate.greedy_eval``) of the current policy.
+
+    Several processes: each rank evaluates its own contiguous share of the held-out prompts
+    (every prompt once over all ranks, not once per rank) and the shares' sums are added up, so
+    every rank gets the figures of one process evaluating them all."""
+    share = run.eval_data if world()[1] == 1 else run.eval_data.select(shard_rows(len(run.eval_data)))
+    m = greedy_eval(run.engine, run.tokenizer, run.cfg, share, run.reward_fns,
+                    trainer_state=TrainerState(global_step=step, max_steps=run.cfg.trainer.steps))
+    if world()[1] == 1:
+        return m
+    sums = sum_dicts_across_ranks({"n": float(len(share)), **{k: v * len(share) for k, v in m.items()}})
+    n = sums.pop("n")
+    return {k: v / n for k, v in sums.items()} if n else {}
 
 
 class _Interrupted(Exception):

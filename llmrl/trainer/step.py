@@ -79,11 +79,12 @@ def rows_to_train(flat: torch.Tensor, n_rows: int, group_size: int, alg: Algorit
     """Row indices the update sees. Flat groups have zero advantages and are dropped when the
     recipe asks, except with a KL term: its gradient does not need an advantage, and dropping
     them would silently remove their KL pull (TRL keeps them too). Token-level estimators keep
-    every row: batch whitening gives flat groups non-zero advantages, and a critic learns from them."""
+    every row: batch whitening gives flat groups non-zero advantages, and a critic learns from them.
+    Several processes: each rank drops its own flat groups (a group never spans ranks), so the
+    global batch keeps exactly the groups one process would; a rank left with no rows still
+    joins every optimizer step with an empty share (``update_policy``)."""
     est = ESTIMATORS[alg.advantage]
     if not est.needs_groups or est.tokens is not None or not alg.skip_zero_variance_groups or alg.kl_coef > 0:
-        return torch.arange(n_rows)
-    if world()[1] > 1:  # every rank must run the same optimizer steps: flat groups stay (advantage 0)
         return torch.arange(n_rows)
     return (~flat).repeat_interleave(group_size).nonzero().squeeze(1)
 
@@ -185,6 +186,16 @@ def token_advantages(weighting: TokenWeighting, adv: Advantages, rewards: torch.
     return src
 
 
+def minibatches(n_rows: int, num_minibatches: int) -> list[torch.Tensor]:
+    """Shuffled row indices cut into minibatches. Several processes: always exactly
+    ``num_minibatches`` (empty ones where a rank holds few or no rows), because every rank must
+    join every optimizer step's collectives."""
+    parts = list(torch.randperm(n_rows).chunk(num_minibatches))
+    if world()[1] > 1:
+        parts += [torch.zeros(0, dtype=torch.long)] * (num_minibatches - len(parts))
+    return parts
+
+
 def update_policy(updater: Updater, policy, batch: RolloutBatch, fw: Forwards, tok_adv, alg: AlgorithmConfig, *,
                   temperature: float, max_len: int, step: int, critic: CriticUpdate | None = None,
                   train_actor: bool = True, tis_cap: float | None = None) -> dict[str, float]:
@@ -202,7 +213,7 @@ def update_policy(updater: Updater, policy, batch: RolloutBatch, fw: Forwards, t
     if critic is not None:
         critic.model.train()
     for _epoch in range(alg.epochs):
-        for mb in torch.randperm(len(batch)).chunk(alg.num_minibatches):
+        for mb in minibatches(len(batch), alg.num_minibatches):
             num_tokens = sum_across_ranks(float(mask[mb].sum()))  # the global minibatch's (1 process: this)
             num_seqs = int(sum_across_ranks(len(mb)))
 
@@ -351,7 +362,7 @@ def rl_step(run: "Run", state: "TrainState", step: int, *, pretrain: bool = Fals
     train_batch = batch.select(keep) if len(keep) < len(batch) else batch
     stats: dict[str, Any] = {}
     adv_all = None
-    if len(train_batch):
+    if any_across_ranks(len(train_batch) > 0):   # a rank with no rows left joins the others' update
         # Fully on-policy (one optimizer step per rollout batch): pi_old == pi at the update, so the
         # old log-probs are the update's own, detached (as TRL does), and THR can read the update
         # forward's hidden states when the batch is one micro-batch (not with active dropout: the

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable, Protocol
 
 import torch
 
-from llmrl.trainer.distributed import sum_across_ranks, sum_gradients
+from llmrl.trainer.distributed import sum_across_ranks, sum_dicts_across_ranks, sum_gradients
 
 LossFn = Callable[[torch.Tensor], "tuple[torch.Tensor, dict[str, torch.Tensor]]"]
 
@@ -75,6 +75,8 @@ class Updater:
         totals: dict[str, float] = {}
         global_rows = sum_across_ranks(len(rows))  # several processes: ``rows`` is this rank's share
         for micro in rows.split(self.micro_batch_size):
+            if len(micro) == 0:  # this rank's share of the minibatch is empty: it only joins the sums
+                continue
             loss, stats = loss_fn(micro)
             if not torch.isfinite(loss):
                 raise UpdateDiverged(f"the loss is {loss.item()}")
@@ -83,7 +85,7 @@ class Updater:
             totals["loss"] = totals.get("loss", 0.0) + loss.item()
             for k, v in stats.items():
                 totals[k] = totals.get(k, 0.0) + float(v) * share
-        totals = {k: sum_across_ranks(v) for k, v in sorted(totals.items())}  # the global minibatch's figures
+        totals = sum_dicts_across_ranks(totals)  # the global minibatch's figures (a rank may hold no rows)
         for s in sets:
             sum_gradients(s.params)  # losses use the global normaliser: the sum is the global gradient
         for s, name in zip(sets, ("grad_norm", "critic_grad_norm")):
