@@ -67,6 +67,8 @@ class WarmStartConfig(Section):
     eval_size: int = Field(300, gt=0, description="Held-out prompts for the early-stopping check.")
     seed: int | None = Field(None, description="Warm-start seed; None = trainer.seed. Fix it to compare RL "
                              "seeds from one shared warm start.")
+    split: str = Field("train", min_length=1, description="Data split the warm start trains on; a task "
+                       "with a split of its own for demonstrations (fact_lookup: 'warm') keeps RL's prompts unseen.")
 
 
 class ModelConfig(Section):

@@ -85,18 +85,41 @@ def demonstration(e: dict, relation: str, backend, tokenizer, *, top_k: int = 1)
     return first + env + f"<think>a</think><answer>{e[relation]}</answer>"
 
 
+def split_entities(split: str, num_entities: int = 400, world_seed: int = 0, *, test_fraction: float = 0.25,
+                   warm_fraction: float = 0.0) -> tuple[dict, ...]:
+    """The entities a split asks about: the first ``warm_fraction`` of the world is "warm" (the
+    warm start's demonstrations), the last ``test_fraction`` is "test", "train" (RL) is between.
+
+    Three disjoint sets, so that neither RL nor the held-out evaluation asks about an entity whose
+    answer the warm start could have memorised: a warm start on the RL entities' own traces made
+    RL start at ~0.8 reward with flat groups and nothing left to learn (docs/benchmarks.md).
+
+    >>> [len(split_entities(s, 40, warm_fraction=0.5)) for s in ("warm", "train", "test")]
+    [20, 10, 10]
+    """
+    if split not in ("warm", "train", "test"):
+        raise ValueError(f"data.name fact_lookup: split must be 'warm', 'train' or 'test', got {split!r}")
+    if not (0.0 <= warm_fraction and 0.0 < test_fraction and warm_fraction + test_fraction < 1.0):
+        raise ValueError(f"data.args: fact_lookup needs 0 <= warm_fraction, 0 < test_fraction and "
+                         f"warm_fraction + test_fraction < 1, got {warm_fraction} and {test_fraction}")
+    entities = world(num_entities, world_seed)
+    warm, cut = int(len(entities) * warm_fraction), int(len(entities) * (1 - test_fraction))
+    pool = {"warm": entities[:warm], "train": entities[warm:cut], "test": entities[cut:]}[split]
+    if not pool:
+        raise ValueError(f"data.args: fact_lookup split {split!r} has no entities (num_entities={num_entities}, "
+                         f"warm_fraction={warm_fraction}, test_fraction={test_fraction})")
+    return pool
+
+
 def fact_lookup_dataset(split: str, n: int | None = None, seed: int = 0, *, num_entities: int = 400,
-                        world_seed: int = 0, test_fraction: float = 0.25, top_k: int = 1):
-    """Questions about the split's entities (the last ``test_fraction`` of the world is held out)."""
+                        world_seed: int = 0, test_fraction: float = 0.25, warm_fraction: float = 0.0,
+                        top_k: int = 1):
+    """Questions about the split's entities (``split_entities``: "warm", "train" or "test")."""
     from datasets import Dataset
 
     from llmrl.models.tiny import build_char_tokenizer
 
-    if split not in ("train", "test"):
-        raise ValueError(f"data.name fact_lookup: split must be 'train' or 'test', got {split!r}")
-    entities = world(num_entities, world_seed)
-    cut = int(len(entities) * (1 - test_fraction))
-    pool = entities[:cut] if split == "train" else entities[cut:]
+    pool = split_entities(split, num_entities, world_seed, test_fraction=test_fraction, warm_fraction=warm_fraction)
     rng = random.Random(f"{seed}-{split}")
     pairs = [(e, r) for e in pool for r in RELATIONS]
     rng.shuffle(pairs)

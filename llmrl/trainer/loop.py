@@ -142,7 +142,8 @@ def warm_started_model(cfg: RecipeConfig, *, progress: bool) -> str:
     from llmrl.paths import cache_dir
 
     seed = cfg.trainer.seed if ws.seed is None else ws.seed
-    key = json.dumps({"model": cfg.model.name_or_path, "data": cfg.data.model_dump(), "warm": ws.model_dump(),
+    warm = ws.model_dump(exclude={"split"} if ws.split == "train" else None)   # default split: the old cache keys
+    key = json.dumps({"model": cfg.model.name_or_path, "data": cfg.data.model_dump(), "warm": warm,
                       "seed": seed, "eval": [cfg.trainer.eval_success_threshold, [r.model_dump() for r in cfg.rewards],
                                              cfg.rollout.max_completion_length, cfg.rollout.stop], "v": 2},
                      sort_keys=True)
@@ -155,8 +156,8 @@ def warm_started_model(cfg: RecipeConfig, *, progress: bool) -> str:
             return str(path)
         seed_everything(seed)
         model, tok = load_model_and_tokenizer(cfg.model.name_or_path, dtype=cfg.model.dtype)
-        # Warm start on its own draw of the train split; held-out accuracy from the test split.
-        train = build_dataset(cfg.data.name, "train", n=ws.num_examples, seed=seed + 1, args=cfg.data.args)
+        # Warm start on its own draw of its split (model.warm_start.split); held-out accuracy from the test split.
+        train = build_dataset(cfg.data.name, ws.split, n=ws.num_examples, seed=seed + 1, args=cfg.data.args)
         heldout = build_dataset(cfg.data.name, "test", n=ws.eval_size, seed=seed, args=cfg.data.args)
         engine = make_engine(cfg, model, tok)
         reward_fns = build_reward_fns(cfg.rewards)
