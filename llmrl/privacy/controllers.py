@@ -138,9 +138,13 @@ class SacController:
         return {"sac/reward": reward, **self.agent.learn()}
 
     def state_dict(self) -> dict:
-        return {"agent": self.agent.state_dict(), "intervals": self.intervals, "prev_action": self.prev_action}
+        # _last is the open interval's (state, action, val loss): without it a run resumed at an interval
+        # boundary would skip that interval's transition and the agent would learn (and act) differently
+        return {"agent": self.agent.state_dict(), "intervals": self.intervals, "prev_action": self.prev_action,
+                "last": self._last}
 
     def load_state_dict(self, state: dict) -> None:
         self.agent.load_state_dict(state["agent"])
         self.intervals = state["intervals"]
         self.prev_action = state["prev_action"]
+        self._last = state.get("last")
