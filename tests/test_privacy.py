@@ -171,6 +171,11 @@ def test_private_sac_run_stays_in_budget_with_one_ledger(sac_run):
     assert (out / "sac_policy.pt").is_file() and (out / "final").is_dir()
     assert set(summary["attacks"]) == {"fine_tuned", "base"}
     assert summary["curve"][-1]["val_loss"] < summary["curve"][0]["val_loss"]
+    # the other side of the first-step check: the DP updates reached every adapter (LoRA B starts at 0)
+    from safetensors.torch import load_file
+    final = load_file(out / "final" / "adapter_model.safetensors")
+    lora_b = {k: v for k, v in final.items() if "lora_B" in k}
+    assert lora_b and all(v.abs().sum() > 0 for v in lora_b.values())
 
 
 def test_sac_policy_warm_starts_a_later_run(sac_run):
