@@ -138,39 +138,65 @@ _EXECUTOR_KEY: tuple | None = None
 _EXECUTOR_LOCK = threading.Lock()
 
 
-def get_executor(sandbox: str | Executor | None = None, *, workers: int | None = None,
-                 token: str | None = None) -> Executor:
+def get_executor(sandbox: str | Sequence[str] | Executor | None = None, *, workers: int | None = None,
+                 token: str | None = None, unavailable_after_s: float = 30.0) -> Executor:
     """The process-wide executor (created once, reused across reward calls, closed at exit).
 
     Args:
         sandbox: an ``Executor`` (used as is), ``None``/``"local"`` (the warm local pool), or
-            an ``http(s)://`` URL, or several separated by commas (our ``llmrl sandbox serve``
-            servers).
+            our ``llmrl sandbox serve`` servers: an ``http(s)://`` URL, several separated by
+            commas, or a list of URLs (jobs fan out over them with failover, see
+            :class:`~llmrl.sandbox.HTTPExecutor`).
         workers: local pool size (default: the executor's own default, one per CPU).
         token: bearer token of the servers (default: ``$LLMRL_SANDBOX_TOKEN``).
+        unavailable_after_s: servers only: how long all of them may be down before a batch fails.
     """
     global _EXECUTOR, _EXECUTOR_KEY
-    if sandbox is not None and not isinstance(sandbox, str):
+    if sandbox is not None and not isinstance(sandbox, (str, list, tuple)):
         return sandbox
-    key = (sandbox or "local", workers, token)
+    urls = None if sandbox in (None, "local") else tuple(_server_urls(sandbox))
+    key = (urls or "local", workers, token, unavailable_after_s)
     with _EXECUTOR_LOCK:
         if _EXECUTOR is not None and _EXECUTOR_KEY == key:
             return _EXECUTOR
         if _EXECUTOR is not None:
             _EXECUTOR.close()
-        if key[0] == "local":
+        if urls is None:
             from llmrl.sandbox import local_executor
 
             _EXECUTOR = local_executor(workers=workers)
-        elif key[0].startswith(("http://", "https://")):
+        else:
             from llmrl.sandbox import HTTPExecutor
 
-            _EXECUTOR = HTTPExecutor([u.strip() for u in key[0].split(",") if u.strip()], token=token)
-        else:
-            raise ValueError(f"rewards.args.sandbox: {sandbox!r} is neither 'local' nor an http(s):// URL "
-                             "list; use 'local' or 'http://host:port[,http://host2:port]'")
+            _EXECUTOR = HTTPExecutor(list(urls), token=token, unavailable_after_s=unavailable_after_s)
         _EXECUTOR_KEY = key
         return _EXECUTOR
+
+
+def _server_urls(sandbox: str | Sequence[str]) -> list[str]:
+    from llmrl.sandbox.hosts import parse_server_urls
+
+    return parse_server_urls(sandbox, key="rewards.args.sandbox")
+
+
+def check_code_args(args: Mapping[str, Any]) -> list[str]:
+    """Problems with ``rewards.args`` values of the code reward, found when the recipe loads
+    (the executor is built at the first reward call, after the model loaded)."""
+    problems = []
+    sandbox = args.get("sandbox")
+    if sandbox is not None and sandbox != "local":
+        if not isinstance(sandbox, (str, list, tuple)):
+            problems.append(f"sandbox: {sandbox!r} must be 'local', an http(s):// URL, several separated by "
+                            "commas, or a list of URLs")
+        else:
+            try:
+                _server_urls(sandbox)
+            except ValueError as exc:
+                problems.append(str(exc).removeprefix("rewards.args."))
+    wait = args.get("sandbox_unavailable_after_s", 30.0)
+    if isinstance(wait, bool) or not isinstance(wait, (int, float)) or wait <= 0:
+        problems.append(f"sandbox_unavailable_after_s: {wait!r} must be a number of seconds > 0")
+    return problems
 
 
 @atexit.register
@@ -325,7 +351,8 @@ def _validate_levels(levels: Mapping[str, float] | None) -> None:
 
 
 # Recipe-only options (column names like "tests"/"test" are left out: a dataset may have both).
-_OPTIONS = ("mode", "levels", "relative_to_baseline", "sandbox", "sandbox_token", "workers", "time_per_test_s",
+_OPTIONS = ("mode", "levels", "relative_to_baseline", "sandbox", "sandbox_token", "sandbox_unavailable_after_s",
+            "workers", "time_per_test_s",
             "time_total_s", "memory_mb", "stop_on_first_failure", "cache_size")
 
 
@@ -355,8 +382,9 @@ def code_reward(
     relative_to_baseline: bool = False,
     baseline_completion: Sequence[Any] | None = None,
     baseline_reward: Sequence[float] | None = None,
-    sandbox: str | Executor | None = None,
+    sandbox: str | Sequence[str] | Executor | None = None,
     sandbox_token: str | None = None,
+    sandbox_unavailable_after_s: float = 30.0,
     workers: int | None = None,
     time_per_test_s: float = 4.0,
     time_total_s: float = 30.0,
@@ -375,9 +403,14 @@ def code_reward(
         levels: overrides of :data:`CODERL_LEVELS` by outcome name (``{"wrong_answer": 0.0}``).
         relative_to_baseline: subtract the baseline program's reward (``baseline_reward``
             column, else ``baseline_completion`` scored here).
-        sandbox: ``"local"`` (default), ``http://...`` server URL(s), or an ``Executor``.
+        sandbox: ``"local"`` (default), ``llmrl sandbox serve`` servers (a URL, several
+            separated by commas, or a list: jobs fan out over them with failover), or an
+            ``Executor``.
         sandbox_token: bearer token of those servers (default: ``$LLMRL_SANDBOX_TOKEN``); a
             refused token raises ``SandboxAuthError`` instead of scoring sandbox errors.
+        sandbox_unavailable_after_s: how long every server may be down before the reward
+            fails for the batch (``SandboxUnavailable`` naming the URLs); keep it below the
+            reward's ``timeout_s``.
         workers: local pool size.
         time_per_test_s, time_total_s, memory_mb: sandbox limits per program.
         stop_on_first_failure: default True except in ``fraction`` mode, which needs every test.
@@ -421,7 +454,8 @@ def code_reward(
                              id=f"baseline-{i}")
                          for i, (c, p, t) in enumerate(zip(baseline_completion, prefixes, row_tests, strict=True))]
 
-    executor = get_executor(sandbox, workers=workers, token=sandbox_token)
+    executor = get_executor(sandbox, workers=workers, token=sandbox_token,
+                            unavailable_after_s=sandbox_unavailable_after_s)
     results = run_programs(jobs + baseline_jobs, executor, cache=_cache(cache_size))
     main, base = results[:n], results[n:]
 
@@ -437,3 +471,6 @@ def code_reward(
         values.append(v)
         details.append(d)
     return Scores(values, details=details)
+
+
+code_reward.check_args = check_code_args  # type: ignore[attr-defined]

@@ -1,7 +1,8 @@
 """Remote executors with the local executor's API.
 
 * :class:`HTTPExecutor` talks to ``llmrl sandbox serve`` servers and spreads a batch over them
-  (chunks round-robin, a failed server's chunk retried on the others).
+  (one queue of chunks; a failed server is taken out until its health probe succeeds and its
+  chunks are re-sent to the others; all servers down -> :class:`SandboxUnavailable`).
 * :class:`SandboxFusionExecutor` runs jobs on a SandboxFusion deployment through its
   ``/run_code`` endpoint. The verdict stays on this side: the code sent is the program plus a
   harness that prints nonce-tagged, strictly serialised *results* of calls; expected values
@@ -16,12 +17,15 @@ import json
 import os
 import secrets
 import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import aiohttp
 
 from llmrl.sandbox import _serial
+from llmrl.sandbox.hosts import Host, HostPool
 from llmrl.sandbox.jobs import (
     AssertTests, CallTests, CheckerTests, Job, JobResult, Outcome, SandboxError, StdioTests,
     TestResult,
@@ -54,7 +58,18 @@ def _run_sync(coro: Any) -> Any:
 
 
 class HTTPExecutor:
-    """Client for one or more ``llmrl sandbox serve`` servers.
+    """Client for one or more ``llmrl sandbox serve`` servers, with failover.
+
+    A batch is cut into chunks on one shared queue; every server has ``max_requests_per_server``
+    slots that take the next chunk while the server is up. A request that fails (connection
+    refused or reset, HTTP 5xx, timeout, a wrong answer count) marks its server down
+    (:mod:`llmrl.sandbox.hosts`: no work until its ``/health`` probe succeeds, probes spaced by
+    an exponential backoff) and puts the chunk back on the queue, so a host that dies mid-batch
+    loses nothing: its in-flight chunks are re-sent to the healthy ones. A chunk is retried at
+    most ``retries`` times after failures that may have reached a server (a refused connection
+    never did, and does not count), then its jobs score ``sandbox_error``. When no server is up
+    for ``unavailable_after_s`` seconds, :class:`SandboxUnavailable` names every URL and its
+    last error, instead of waiting forever.
 
     Args:
         urls: base URLs, e.g. ``["http://10.0.0.5:8910", "http://10.0.0.6:8910"]``.
@@ -64,11 +79,16 @@ class HTTPExecutor:
         chunk_size: jobs per request (a batch is cut into chunks spread over the servers).
         max_requests_per_server: concurrent requests per server.
         timeout_s: per-request timeout (must exceed the slowest job's time_total_s).
-        retries: how often a failed chunk is retried on another server.
+        retries: how often a failed chunk is re-sent (to whichever server is up).
+        unavailable_after_s: how long every server may be down before the batch fails.
+        backoff_s, max_backoff_s: first and longest wait before probing a down server again.
+        health_timeout_s: timeout of one health probe.
     """
 
     def __init__(self, urls: list[str] | str, *, token: str | None = None, chunk_size: int = 16,
-                 max_requests_per_server: int = 4, timeout_s: float = 600.0, retries: int = 2) -> None:
+                 max_requests_per_server: int = 4, timeout_s: float = 600.0, retries: int = 2,
+                 unavailable_after_s: float = 30.0, backoff_s: float = 0.5, max_backoff_s: float = 30.0,
+                 health_timeout_s: float = 5.0) -> None:
         self.urls = [urls] if isinstance(urls, str) else list(urls)
         if not self.urls:
             raise ValueError("HTTPExecutor needs at least one server URL")
@@ -77,39 +97,116 @@ class HTTPExecutor:
         self.max_requests_per_server = max(1, max_requests_per_server)
         self.timeout_s = timeout_s
         self.retries = retries
+        self.unavailable_after_s = unavailable_after_s
+        self.health_timeout_s = health_timeout_s
+        self.pool = HostPool(self.urls, backoff_s=backoff_s, max_backoff_s=max_backoff_s)
 
     def run(self, jobs: Sequence[Job]) -> list[JobResult]:
         return _run_sync(self.arun(jobs))
 
+    def host_stats(self) -> dict[str, dict]:
+        """Per server: up, chunks, jobs, failures, marked_down, request_s_mean, last_error."""
+        return self.pool.stats()
+
     async def arun(self, jobs: Sequence[Job]) -> list[JobResult]:
         jobs = list(jobs)
-        chunks = [(i, jobs[i:i + self.chunk_size]) for i in range(0, len(jobs), self.chunk_size)]
         results: list[JobResult | None] = [None] * len(jobs)
-        sems = [asyncio.Semaphore(self.max_requests_per_server) for _ in self.urls]
+        queue: asyncio.Queue[_Chunk] = asyncio.Queue()
+        for i in range(0, len(jobs), self.chunk_size):
+            queue.put_nowait(_Chunk(i, jobs[i:i + self.chunk_size]))
+        left = {"chunks": queue.qsize()}
+        finished = asyncio.get_running_loop().create_future()
+        if not left["chunks"]:
+            return []
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        timeout = aiohttp.ClientTimeout(total=self.timeout_s)
-        async with aiohttp.ClientSession(timeout=timeout, headers=headers) as session:
-            async def do(k: int, start: int, chunk: list[Job]) -> None:
-                last = ""
-                for attempt in range(self.retries + 1):
-                    s = (k + attempt) % len(self.urls)
-                    async with sems[s]:
-                        try:
-                            out = await self._post(session, self.urls[s], chunk)
-                            for j, r in enumerate(out):
-                                results[start + j] = r
-                            return
-                        except _Fatal as e:  # (SandboxAuthError is not caught: it propagates)
-                            last = str(e)
-                            break
-                        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as e:
-                            last = f"{self.urls[s]}: {type(e).__name__}: {e}"
-                for j, job in enumerate(chunk):
-                    results[start + j] = JobResult.sandbox_error(
-                        f"no sandbox server could run this job ({last})", job_id=job.id)
 
-            await asyncio.gather(*(do(k, s, c) for k, (s, c) in enumerate(chunks)))
+        def finish(chunk: _Chunk, out: list[JobResult]) -> None:
+            results[chunk.start:chunk.start + len(out)] = out
+            left["chunks"] -= 1
+            if left["chunks"] == 0 and not finished.done():
+                finished.set_result(None)
+
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+                                         headers=headers) as session:
+            probing = {id(h): asyncio.Lock() for h in self.pool.hosts}
+
+            async def slot(host: Host) -> None:
+                while True:
+                    if not host.up:
+                        async with probing[id(host)]:   # one probe per host, the host's other slots wait
+                            if not host.up:
+                                await asyncio.sleep(max(0.0, host.retry_at - time.monotonic()))
+                                await self._probe(session, host)
+                        continue
+                    chunk = await queue.get()
+                    if not host.up:     # went down while this slot waited for work
+                        queue.put_nowait(chunk)
+                        continue
+                    t0 = time.monotonic()
+                    try:
+                        out = await self._post(session, host.url, chunk.jobs)
+                    except _Fatal as e:   # a refusal no server can fix (SandboxAuthError propagates)
+                        finish(chunk, [JobResult.sandbox_error(str(e), job_id=j.id) for j in chunk.jobs])
+                    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as e:
+                        error = f"{type(e).__name__}: {e}"
+                        self.pool.mark_down(host, error)
+                        reached = not isinstance(e, aiohttp.ClientConnectorError)  # refused: never ran
+                        chunk.attempts += reached
+                        if chunk.attempts > self.retries:
+                            finish(chunk, [JobResult.sandbox_error(
+                                f"no sandbox server could run this job ({chunk.attempts} attempts; last: "
+                                f"{host.url}: {error})", job_id=j.id) for j in chunk.jobs])
+                        else:
+                            chunk.resent += 1
+                            queue.put_nowait(chunk)
+                    else:
+                        self.pool.record(host, len(out), time.monotonic() - t0)
+                        finish(chunk, out)
+
+            slots = [asyncio.create_task(slot(h)) for h in self.pool.hosts
+                     for _ in range(self.max_requests_per_server)]
+            try:
+                await self._watch(finished, slots)
+            finally:
+                for t in slots:
+                    t.cancel()
+                await asyncio.gather(*slots, return_exceptions=True)
         return [r for r in results if r is not None]
+
+    async def _watch(self, finished: asyncio.Future, slots: list[asyncio.Task]) -> None:
+        """Wait for the batch; raise a slot's error (a refused token), or
+        :class:`SandboxUnavailable` once no server was up for ``unavailable_after_s``."""
+        down_since: float | None = None
+        while True:
+            await asyncio.wait([finished, *slots], timeout=0.05, return_when=asyncio.FIRST_COMPLETED)
+            if finished.done():
+                return
+            for t in slots:
+                if t.done() and not t.cancelled() and t.exception() is not None:
+                    raise t.exception()
+            if self.pool.any_up():
+                down_since = None
+            elif down_since is None:
+                down_since = time.monotonic()
+            elif time.monotonic() - down_since > self.unavailable_after_s:
+                raise SandboxUnavailable(
+                    f"no sandbox server was up for {self.unavailable_after_s:g}s, so the batch cannot run: "
+                    f"{self.pool.describe()}. Start `llmrl sandbox serve` on those hosts, check the URLs "
+                    "(rewards.args.sandbox) and the network, or use sandbox: local")
+
+    async def _probe(self, session: aiohttp.ClientSession, host: Host) -> None:
+        """``GET /health``: up on an ``ok`` answer, else down again with a longer backoff."""
+        try:
+            async with session.get(host.url.rstrip("/") + "/health",
+                                   timeout=aiohttp.ClientTimeout(total=self.health_timeout_s)) as r:
+                body = await r.json() if r.status == 200 else {}
+            if body.get("status") == "ok":
+                self.pool.mark_up(host)
+                return
+            error = f"health check answered HTTP {r.status} {str(body)[:100]}"
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as e:
+            error = f"health check failed: {type(e).__name__}: {e}"
+        self.pool.mark_down(host, error)
 
     async def _post(self, session: aiohttp.ClientSession, url: str, chunk: list[Job]) -> list[JobResult]:
         async with session.post(url.rstrip("/") + "/run",
@@ -165,8 +262,26 @@ class SandboxAuthError(RuntimeError):
     fatal = True
 
 
+class SandboxUnavailable(RuntimeError):
+    """No sandbox server was up for ``unavailable_after_s``: the batch cannot be scored. Not a
+    per-job outcome (nothing the policy did), so it propagates like a refused token."""
+
+    fatal = True
+
+
 class _Fatal(Exception):
     """A refusal that retrying elsewhere cannot fix (bad token, malformed job, too large)."""
+
+
+@dataclass
+class _Chunk:
+    """Jobs ``start .. start+len(jobs)`` of a batch, sent together; ``attempts`` counts failed
+    requests that may have reached a server, ``resent`` how often it went back on the queue."""
+
+    start: int
+    jobs: list[Job]
+    attempts: int = 0
+    resent: int = 0
 
 
 # --------------------------------------------------------------------------- SandboxFusion
@@ -377,4 +492,4 @@ def _compose(tests: list[TestResult], total: int, out: str, err: str,
                      stderr=err[:2000], detail=detail)
 
 
-__all__ = ["HTTPExecutor", "SandboxFusionExecutor", "SandboxError"]
+__all__ = ["HTTPExecutor", "SandboxFusionExecutor", "SandboxError", "SandboxUnavailable"]
