@@ -201,8 +201,11 @@ def train_sft(cfg: RecipeConfig, *, resume: bool = False) -> dict[str, Any]:
                 window["norms"].append(optimizer.noisy_group_norms() if hasattr(optimizer, "noisy_group_norms")
                                        else [math.sqrt(sum(float(p.grad.pow(2).sum()) for p in params))])
             if first is not None:
+                # an exactly-zero gradient may legitimately leave a tensor in place: LoRA's A at init (B = 0)
+                # without DP noise. A missing or non-zero gradient that moved nothing is the opacus#820 symptom.
                 frozen = [n for (n, p) in ((n, p) for n, p in model.named_parameters() if p.requires_grad)
-                          if torch.equal(p.detach(), first[[id(x) for x in params].index(id(p))])]
+                          if torch.equal(p.detach(), first[[id(x) for x in params].index(id(p))])
+                          and (p.grad is None or bool(p.grad.any()))]
                 if frozen:
                     raise AdapterNotUpdated(
                         f"{len(frozen)} trainable tensors did not change in the first step (e.g. {frozen[0]}): the "
