@@ -91,7 +91,7 @@ def _bwrap_args(bwrap: str, *, root: bool, tmpfs_mb: int, extra_ro: list[str]) -
          "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try", "--clearenv",
          "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin", "--setenv", "HOME",
          WORKDIR_IN_BWRAP, "--setenv", "LANG", "C.UTF-8", "--setenv", "PYTHONDONTWRITEBYTECODE",
-         "1", "--hostname", "sandbox"]
+         "1", "--setenv", "LD_BIND_NOW", "1", "--hostname", "sandbox"]
     if not root:
         a += ["--unshare-user"]
     for d in _SYSTEM_DIRS:
@@ -225,7 +225,8 @@ def slot_plan(mode: str, index: int, *, tmpfs_mb: int = 256,
         # Without a user namespace RLIMIT_NPROC counts every process of this user.
         cfg["nproc_base"] = _count_user_processes() + 64
     exe, _ = _python_paths()
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": work, "LANG": "C.UTF-8"}
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": work, "LANG": "C.UTF-8",
+           "LD_BIND_NOW": "1"}  # bind once in the fork server, not in every child (_worker.py)
     return SlotPlan(mode, [exe, "-I", "-S", "-B", os.path.join(_sandbox_dir(), "_worker.py")],
                     env, cfg, cwd=work, cleanup=[work])
 

@@ -17,7 +17,6 @@ never from anything the program writes. See docs/sandbox.md, "threat model".
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import queue
@@ -119,7 +118,7 @@ class Slot:
         if head is None:
             return None
         body = self._read_exact(fd, struct.unpack(">I", head)[0], deadline)
-        return None if body is None else json.loads(body)
+        return None if body is None else _serial.parse_json(body)
 
     def request(self, spec: dict | None, timeout: float, judge: dict | None = None
                 ) -> tuple[dict | None, dict | None] | None:
@@ -331,7 +330,7 @@ def parse_lines(text: str) -> list[dict]:
     for line in text.split("\n"):
         if line:
             try:
-                r = json.loads(line)
+                r = _serial.parse_json(line)
             except ValueError:
                 continue
             if type(r) is dict and type(r.get("t")) is str:
