@@ -65,7 +65,11 @@ try:
     import random
 finally:
     os.register_at_fork = _register_at_fork
-_reseed = random.seed
+
+
+def _reseed() -> None:
+    random.seed(os.urandom(32))  # (256 bits; seed() reads 2.5 KB: 28 vs 16 us per job)
+
 
 # The APPS harness prepends these to every stdio / call-based program; we do the same, from
 # already-imported modules.
