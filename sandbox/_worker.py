@@ -762,13 +762,14 @@ def sweep() -> None:
         for _ in range(500):
             alive = _others_alive()
             if not alive:
-                return
+                break
             for p in alive:
                 try:
                     os.kill(p, signal.SIGKILL)
                 except OSError:
                     pass
             time.sleep(0.001)
+        _reap_strays()
         return
     uid = CFG.get("uid")
     if uid is not None:  # root without a pid namespace: kill everything of the slot's uid
@@ -799,18 +800,36 @@ def _owner(pid: str) -> int:
 
 
 def _only_servers_left() -> bool:
-    """Fast path: a process the job left behind is an orphan, and orphans are children of
-    the namespace's init; if init's only children are this server and the judge server, there
-    is nothing to kill (one read instead of a /proc scan)."""
+    """Fast path: a process the job left behind is either an orphan, a child of the
+    namespace's init, or (made with ``clone(CLONE_PARENT)``) a child of this server. If init's
+    only child is this server and ours is the judge server, there is nothing to kill (two
+    reads instead of a /proc scan). (Until issue 9's second pass this compared init's
+    children with both servers, which never matched: every job took the scan.)"""
+    me = os.getpid()
+    return _children_of(1) == [me] and _children_of(me) == [JUDGE_PID]
+
+
+def _children_of(pid: int) -> list[int] | None:
     try:
-        fd = os.open("/proc/1/task/1/children", os.O_RDONLY)
+        fd = os.open(f"/proc/{pid}/task/{pid}/children", os.O_RDONLY)
         try:
-            kids = os.read(fd, 4096).split()
+            return [int(k) for k in os.read(fd, 65536).split()]
         finally:
             os.close(fd)
-    except OSError:
-        return False
-    return sorted(int(k) for k in kids) == sorted((os.getpid(), JUDGE_PID))
+    except (OSError, ValueError):
+        return None
+
+
+def _reap_strays() -> None:
+    """Reap the job's processes that were our children (``CLONE_PARENT`` siblings of the
+    program; orphans are init's to reap), so no zombie outlives the job."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
 
 
 def _others_alive() -> list[int]:

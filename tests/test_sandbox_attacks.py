@@ -257,6 +257,25 @@ def test_daemons_and_files_do_not_persist(ex):
     assert_clean(ex)
 
 
+def test_clone_parent_siblings_do_not_persist(ex):
+    # clone(CLONE_PARENT) makes the new process a child of the fork server, not an orphan of
+    # the namespace's init: the sweep's fast path must not miss it, and it must be reaped
+    sibling = ("import ctypes, os, time\n"
+               "def f(x):\n    libc = ctypes.CDLL(None, use_errno=True)\n"
+               "    libc.syscall.restype = ctypes.c_long\n"
+               "    if libc.syscall(56, 0x8000 | 17, 0, 0, 0, 0) == 0:\n"  # clone(CLONE_PARENT|SIGCHLD)
+               "        time.sleep(0.3)\n"
+               "        open('/tmp/late_sibling.txt', 'w').write('from a sibling')\n"
+               "        time.sleep(1000)\n        os._exit(0)\n"
+               "    return x + 1\n")
+    reader = ("import os, time\ndef f(x):\n    time.sleep(0.4)\n"
+              "    return x + 1 + len(os.listdir('/tmp'))\n")
+    for _ in range(2):
+        rs = ex.run([Job(sibling, TESTS, FAST)] * 2 + [Job(reader, TESTS, FAST)] * 2)
+        assert [r.outcome for r in rs] == [Outcome.PASS] * 4, rs
+    assert_clean(ex)
+
+
 def test_stdio_exit_code_is_not_evidence(ex):
     prog = "import os\nprint('42')\nos._exit(0)\n"  # exit 0, but the output never left its buffer
     r = run1(ex, prog, StdioTests(["\n"], ["42"]))
