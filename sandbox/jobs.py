@@ -209,7 +209,8 @@ class Limits:
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        # (not dataclasses.asdict, which deep-copies each field: this runs once per job run)
+        return {name: getattr(self, name) for name in _LIMIT_FIELDS}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "Limits":
@@ -222,6 +223,9 @@ class Limits:
         if unknown:
             raise ValueError(f"unknown limits keys {sorted(unknown)}; known: {sorted(known)}")
         return cls(**d).validate()
+
+
+_LIMIT_FIELDS = tuple(f.name for f in dataclasses.fields(Limits))
 
 
 @dataclass(frozen=True)

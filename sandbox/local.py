@@ -17,6 +17,7 @@ never from anything the program writes. See docs/sandbox.md, "threat model".
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import queue
@@ -349,6 +350,7 @@ def _signal_name(code: int | None) -> str:
     return f"exited with code {code}"
 
 
+@functools.lru_cache(maxsize=1024)  # the same setup code comes with every sample of a problem
 def setup_imports(setup_code: str) -> str:
     """The import statements of the test setup code: the only part of it the program's process
     sees (the setup may build data the tests compare against)."""
