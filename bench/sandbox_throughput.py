@@ -17,10 +17,17 @@ Measures, in the same run on the same machine:
             of process (cpu_ms_per_job_by_process: parent, fork servers, the programs'
             children, judge servers); the phases also carry the children's own CPU and
             page faults (copy-on-write of the fork server's heap)
+  minflt_per_job_by_process  minor page faults per job of the fork servers, the children
+            and the judge servers (read from /proc: the sandbox pays nothing for it)
   proxy_call  what one call from the test code to the program costs (CPU by process, wall)
+  compare   with --compare-with REF: the in-sandbox code (fork server, children, judge server)
+            of git revision REF against this checkout's, on two pools side by side, measured
+            alternately (REF, this, REF, this, ...) on the same jobs: own CPU per job, by
+            process, page faults; the parent-side code is this checkout's in both
 
     .venv/bin/python bench/sandbox_throughput.py            # all 974 MBPP + 164 HumanEval
     .venv/bin/python bench/sandbox_throughput.py --limit 200 --skip-http --skip-humaneval
+    .venv/bin/python bench/sandbox_throughput.py --compare-with 1e45d69 --compare-only
 
 Run it on a quiet machine (the JSON reports the load average before and after).
 """
@@ -28,16 +35,20 @@ from __future__ import annotations
 
 import argparse
 import collections
+import io
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
-from llmrl.sandbox import AssertTests, HTTPExecutor, Job, Limits, Outcome, local_executor
+from llmrl.sandbox import AssertTests, HTTPExecutor, Job, Limits, Outcome, isolation, local_executor
 
 # amicable_numbers_sum(9999) needs ~1-5 s of CPU (idle / busy 2-core machine): give every test room
 LIMITS = Limits(time_per_test_s=15.0, time_total_s=40.0)
@@ -87,13 +98,19 @@ def _own_cpu(ex) -> float:
 
 
 def _cpu_by_process(ex) -> dict:
-    """CPU seconds so far of each kind of process: this one (the parent), the fork servers,
-    the children they forked and reaped (the programs), the judge servers (and the checker
-    judges they reaped). The fork server is the first Python process under a slot's root
-    (bwrap and its init above it in bubblewrap mode); the judge server is its one
-    long-lived Python child."""
+    return _usage_by_process(ex)[0]
+
+
+def _usage_by_process(ex) -> tuple[dict, dict]:
+    """CPU seconds and minor page faults so far of each kind of process: this one (the
+    parent), the fork servers, the children they forked and reaped (the programs), the judge
+    servers (and the checker judges they reaped). The fork server is the first Python process
+    under a slot's root (bwrap and its init above it in bubblewrap mode); the judge server is
+    its one long-lived Python child. Page faults are mostly copy-on-write copies of the fork
+    server's memory after each fork (in the child, and in the fork server itself)."""
     t = os.times()
     out = {"parent": t.user + t.system, "fork_server": 0.0, "children": 0.0, "judge_server": 0.0}
+    flt = {"fork_server": 0, "children": 0, "judge_server": 0}
     procs: dict[int, tuple[int, str, list[int]]] = {}
     for p in os.listdir("/proc"):
         if p.isdigit():
@@ -103,7 +120,7 @@ def _cpu_by_process(ex) -> dict:
                 continue
             rest = st[st.rfind(")") + 2:].split()
             procs[int(p)] = (int(rest[1]), st[st.find("(") + 1:st.rfind(")")],
-                             [int(x) for x in rest[11:15]])
+                             [int(x) for x in rest[11:15]] + [int(rest[7]), int(rest[8])])
     kids: dict[int, list[int]] = {}
     for pid, (ppid, _, _) in procs.items():
         kids.setdefault(ppid, []).append(pid)
@@ -118,12 +135,15 @@ def _cpu_by_process(ex) -> dict:
             stack += kids.get(pid, [])
         if fs is None:
             continue
-        u, s_, cu, cs = procs[fs][2]
+        u, s_, cu, cs, mf, cmf = procs[fs][2]
         out["fork_server"] += (u + s_) / HZ
         out["children"] += (cu + cs) / HZ
+        flt["fork_server"] += mf
+        flt["children"] += cmf
         for k in kids.get(fs, []):  # the judge server (and a running child, if any)
-            out["judge_server"] += sum(procs[k][2]) / HZ
-    return out
+            out["judge_server"] += sum(procs[k][2][:4]) / HZ
+            flt["judge_server"] += procs[k][2][4]
+    return out, flt
 
 
 def _instrument(ex) -> dict:
@@ -160,8 +180,8 @@ def _instrument(ex) -> dict:
 def measure(ex, jobs: list[Job], phases: bool = False) -> dict:
     ex.run(jobs[:8])  # warm up
     acc = _instrument(ex) if phases else None
-    c0 = _own_cpu(ex) if phases else 0.0
-    by0 = _cpu_by_process(ex) if phases else {}
+    by0, f0 = _usage_by_process(ex) if phases else ({}, {})
+    c0 = sum(by0.values())
     t0 = time.perf_counter()
     res = ex.run(jobs)
     dt = time.perf_counter() - t0
@@ -169,11 +189,12 @@ def measure(ex, jobs: list[Job], phases: bool = False) -> dict:
     out = {"seconds": round(dt, 3), "programs_per_s": round(len(jobs) / dt, 1),
            "passed": len(jobs) - len(bad), "failures": bad[:10]}
     if phases:
-        cpu = _own_cpu(ex) - c0
-        by1 = _cpu_by_process(ex)
+        by1, f1 = _usage_by_process(ex)
+        cpu = sum(by1.values()) - c0
         out["own_cpu_ms_per_job"] = round(cpu / len(jobs) * 1000, 3)
         out["cpu_ms_per_job_by_process"] = {k: round((by1[k] - by0[k]) / len(jobs) * 1000, 3)
                                             for k in by1}
+        out["minflt_per_job_by_process"] = {k: round((f1[k] - f0[k]) / len(jobs), 1) for k in f1}
         out["cpu_bound_ceiling_per_s"] = round(os.cpu_count() * len(jobs) / cpu, 1) if cpu else None
         n = len(jobs)
         out["phases_ms_per_job"] = {k: round(v / n, 3) for k, v in sorted(acc.items()) if k != "runs"}
@@ -208,6 +229,58 @@ def proxy_call_cost(ex, jobs: int = 200, calls: int = 100) -> dict:
             "cpu_ms_per_call_by_process": {p: round((c2[p] - c1[p]) / n * 1000, 4) for p in c2}}
 
 
+def ref_executor(ref: str, workers: int | None, tmp: str):
+    """A pool whose in-sandbox code (everything under sandbox/ that runs inside the slot) is
+    that of git revision ``ref``; the parent side is this checkout's. The slot interpreter
+    gets LD_BIND_NOW only if that revision's fork server knows about it."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    tar = subprocess.run(["git", "-C", repo, "archive", ref, "sandbox"], capture_output=True,
+                         check=True).stdout
+    tarfile.open(fileobj=io.BytesIO(tar)).extractall(tmp)
+    d = os.path.join(tmp, "sandbox")
+    bind_now = "LD_BIND_NOW" in open(os.path.join(d, "_worker.py")).read()
+    o_dir, o_args = isolation._sandbox_dir, isolation._bwrap_args
+
+    def args(*a, **k):
+        r = o_args(*a, **k)
+        if not bind_now and "LD_BIND_NOW" in r:
+            i = r.index("LD_BIND_NOW")
+            del r[i - 1:i + 2]  # --setenv LD_BIND_NOW 1
+        return r
+    isolation._sandbox_dir, isolation._bwrap_args = (lambda: d), args
+    try:
+        return local_executor(workers=workers)
+    finally:
+        isolation._sandbox_dir, isolation._bwrap_args = o_dir, o_args
+
+
+def compare(ex_ref, ex_cur, jobs: list[Job], reps: int) -> dict:
+    """REF and this checkout measured alternately on the same jobs (robust to a changing
+    load: both see the same machine within seconds); medians and the median of the paired
+    ratios of own CPU per job."""
+    runs: dict[str, list] = {"ref": [], "this": []}
+    for _ in range(reps):
+        for name, ex in (("ref", ex_ref), ("this", ex_cur)):
+            m = measure(ex, jobs, phases=True)
+            runs[name].append({k: m[k] for k in ("programs_per_s", "passed", "own_cpu_ms_per_job",
+                                                 "cpu_ms_per_job_by_process",
+                                                 "minflt_per_job_by_process")}
+                              | {"load_avg": round(os.getloadavg()[0], 2)})
+    med = {name: {"own_cpu_ms_per_job": statistics.median(r["own_cpu_ms_per_job"] for r in rs),
+                  "cpu_ms_per_job_by_process": {k: round(statistics.median(
+                      r["cpu_ms_per_job_by_process"][k] for r in rs), 3)
+                      for k in rs[0]["cpu_ms_per_job_by_process"]},
+                  "minflt_per_job_by_process": {k: statistics.median(
+                      r["minflt_per_job_by_process"][k] for r in rs)
+                      for k in rs[0]["minflt_per_job_by_process"]}}
+           for name, rs in runs.items()}
+    ratios = [b["own_cpu_ms_per_job"] / a["own_cpu_ms_per_job"]
+              for a, b in zip(runs["ref"], runs["this"])]
+    return {"jobs": len(jobs), "reps": reps, "runs": runs, "median": med,
+            "cpu_ratio_this_vs_ref_median": round(statistics.median(ratios), 3),
+            "cpu_ratios_this_vs_ref": [round(r, 3) for r in ratios]}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -221,6 +294,10 @@ def main() -> None:
     ap.add_argument("--skip-baseline", action="store_true")
     ap.add_argument("--skip-http", action="store_true")
     ap.add_argument("--skip-humaneval", action="store_true")
+    ap.add_argument("--compare-with", metavar="REF", default=None,
+                    help="also measure the in-sandbox code of git revision REF against this one")
+    ap.add_argument("--compare-reps", type=int, default=4)
+    ap.add_argument("--compare-only", action="store_true", help="with --compare-with: nothing else")
     a = ap.parse_args()
     benches = {"mbpp": mbpp()}
     if not a.skip_humaneval:
@@ -232,16 +309,33 @@ def main() -> None:
         out["isolation"] = {k: v for k, v in ex.layers.items() if k != "probe"} | ex.layers["probe"]
         out["workers"] = ex.workers
         for name, (jobs, _) in benches.items():
-            out[name] = {"programs": len(jobs), "local": measure(ex, jobs)}
-            rest = [j for j in jobs if j.id not in SLOWEST]
-            if len(rest) < len(jobs):
-                out[name]["local_without_slowest"] = measure(ex, rest) | {
+            out[name] = {"programs": len(jobs)}
+        if not a.compare_only:
+            for name, (jobs, _) in benches.items():
+                out[name]["local"] = measure(ex, jobs)
+                rest = [j for j in jobs if j.id not in SLOWEST]
+                if len(rest) < len(jobs):
+                    out[name]["local_without_slowest"] = measure(ex, rest) | {
+                        "left_out": sorted(SLOWEST & {j.id for j in jobs})}
+            for name, (jobs, _) in benches.items():  # a second, instrumented pass
+                rest = [j for j in jobs if j.id not in SLOWEST]
+                out[name]["local_instrumented"] = measure(ex, rest, phases=True) | {
                     "left_out": sorted(SLOWEST & {j.id for j in jobs})}
-        for name, (jobs, _) in benches.items():  # a second, instrumented pass
-            rest = [j for j in jobs if j.id not in SLOWEST]
-            out[name]["local_instrumented"] = measure(ex, rest, phases=True) | {
-                "left_out": sorted(SLOWEST & {j.id for j in jobs})}
-        out["proxy_call"] = proxy_call_cost(ex)
+            out["proxy_call"] = proxy_call_cost(ex)
+        if a.compare_with:
+            with tempfile.TemporaryDirectory() as tmp:
+                ex_ref = ref_executor(a.compare_with, a.workers, tmp)
+                try:
+                    for name, (jobs, _) in benches.items():
+                        rest = [j for j in jobs if j.id not in SLOWEST]
+                        out[name]["compare"] = {"ref": a.compare_with} | compare(
+                            ex_ref, ex, rest, a.compare_reps)
+                finally:
+                    ex_ref.close()
+    if a.compare_only:
+        out["load_avg_after"] = os.getloadavg()[0]
+        print(json.dumps(out, indent=2))
+        return
     if not a.skip_http:
         port = free_port()
         cmd = [os.path.join(os.path.dirname(sys.executable), "llmrl"), "sandbox", "serve",
