@@ -39,8 +39,10 @@ test: install vllm-env
 	$(BIN)/python -m pytest -m "not slow"
 	$(MAKE) test-vllm
 
+# the server-mode tests are slow (each starts a real vLLM server, ~60-80 s) but CI runs them here
 test-vllm: vllm-env
 	VLLM_ENABLE_V1_MULTIPROCESSING=0 $(VLLM_VENV)/bin/python -m pytest -m "not slow" tests/test_vllm_engine.py
+	VLLM_ENABLE_V1_MULTIPROCESSING=0 $(VLLM_VENV)/bin/python -m pytest tests/test_vllm_server.py
 
 test-all: install
 	$(BIN)/python -m pytest

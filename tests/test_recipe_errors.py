@@ -106,3 +106,36 @@ def test_reference_errors_exit_2_in_seconds_naming_the_key(tmp_path, text, expec
 def test_debug_shows_the_traceback(tmp_path):
     proc = _cli("train", str(_recipe(tmp_path, "rewards:\n  - name: mathh\n")), "--debug")
     assert proc.returncode == 2 and "Traceback" in proc.stderr
+
+
+@pytest.mark.parametrize("vllm, expected", [
+    ("{mode: servr}", ["rollout.vllm.mode", "'colocated' or 'server'"]),
+    ("{server_url: 'http://127.0.0.1:8000'}", ["rollout.vllm.server_url", "mode 'server' only"]),
+    ("{weights_dir: /tmp/w}", ["rollout.vllm.weights_dir", "mode 'server' only"]),
+    ("{mode: server, server_url: '127.0.0.1:8000'}", ["rollout.vllm.server_url", "http://HOST:PORT"]),
+    ("{mode: server, sleep_mode: true}", ["rollout.vllm.sleep_mode", "mode 'colocated' only"]),
+])
+def test_vllm_mode_keys_are_checked_at_load(tmp_path, vllm, expected):
+    with pytest.raises(RecipeError) as err:
+        load_recipe(_recipe(tmp_path, f"rollout:\n  vllm: {vllm}\n"))
+    assert all(e in str(err.value) for e in expected), str(err.value)
+
+
+def test_vllm_server_mode_keys_load():
+    from llmrl.config.schema import RecipeConfig
+
+    cfg = RecipeConfig.model_validate({"rollout": {"vllm": {"mode": "server", "server_url": "http://127.0.0.1:8000"}}})
+    assert cfg.rollout.vllm.mode == "server" and RecipeConfig().rollout.vllm.mode == "colocated"
+
+
+def test_a_resume_may_point_at_another_vllm_server_but_not_change_the_mode():
+    from llmrl.config.schema import RecipeConfig
+    from llmrl.trainer.loop import resume_conflicts
+
+    def cfg(vllm):
+        return RecipeConfig.model_validate({"rollout": {"vllm": vllm}})
+
+    saved = cfg({"mode": "server", "server_url": "http://127.0.0.1:8000"}).model_dump(mode="json")
+    assert resume_conflicts(saved, cfg({"mode": "server", "server_url": "http://10.0.0.2:8001"})) == []
+    assert resume_conflicts(saved, cfg({"mode": "server"})) == []
+    assert [c.split(":")[0] for c in resume_conflicts(saved, cfg({}))] == ["rollout.vllm.mode"]

