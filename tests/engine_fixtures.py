@@ -15,3 +15,28 @@ class CopyingEngine(HFEngine):
 
 def copying_engine(model, tokenizer, **opts):
     return CopyingEngine(model, tokenizer, **opts)
+
+
+#: Per sampling call of a VersionRecordingEngine: how many weight syncs it had received, i.e.
+#: which policy version (0 = initial weights, k = after step k's update) sampled the batch.
+SAMPLED_VERSIONS: list[int] = []
+
+
+class VersionRecordingEngine(CopyingEngine):
+    def __init__(self, model, tokenizer, **opts):
+        super().__init__(model, tokenizer, **opts)
+        self.version = 0
+        SAMPLED_VERSIONS.clear()
+
+    def sync_weights(self, policy):
+        super().sync_weights(policy)
+        self.version += 1
+
+    def generate_tokens(self, contexts, sampling, *, n=1):
+        if not sampling.greedy:   # RL rollouts, not the held-out evaluation
+            SAMPLED_VERSIONS.append(self.version)
+        return super().generate_tokens(contexts, sampling, n=n)
+
+
+def version_recording_engine(model, tokenizer, **opts):
+    return VersionRecordingEngine(model, tokenizer, **opts)

@@ -62,3 +62,8 @@ async def loop_recording_reward(prompts, completions, **kwargs):
 
 def args_reward(prompts, completions, scale: float = 1.0, **kwargs):
     return [scale] * len(completions)
+
+
+def digit_fraction_reward(prompts, completions, **kwargs):
+    # Share of digits in the completion: a random tiny model starts near 0.13 and learns it in ~10 steps.
+    return [sum(ch.isdigit() for ch in c) / max(len(c), 1) for c in completions]

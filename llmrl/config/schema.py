@@ -163,6 +163,10 @@ class RolloutConfig(Section):
     stop: list[str] = Field(default_factory=list, description="Stop strings: a completion ends after the "
                             "token that completes one (kept and trained, like the end token).")
     vllm: VllmConfig = Field(default_factory=VllmConfig, description="Options of rollout.engine: vllm.")
+    max_staleness: Literal[0, 1] = Field(
+        0, description="1: score step t's rewards while step t+1's rollouts generate, so they are sampled by the "
+        "weights one update behind the ones they train (PRIME-RL's max_async_level 1, verl's one-step off-policy); "
+        "the sampler correction is then on by default and rollout/staleness is logged. 0: on-policy (docs/scaling.md).")
 
 
 class RewardSpec(Section):

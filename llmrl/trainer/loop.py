@@ -31,7 +31,7 @@ from llmrl.trainer.evaluate import columns_for, format_prompts, greedy_eval  # n
 from llmrl.trainer.distributed import (any_across_ranks, barrier, gather_objects, init_from_env, is_main,
                                        launcher_sharding, shard_rows, sum_dicts_across_ranks, world)
 from llmrl.trainer.reporting import NullLogger, RunLogger, plot_curves, read_metrics
-from llmrl.trainer.step import DegenerateSignal, TrainingDiverged, rl_step  # noqa: F401 (raised by train)
+from llmrl.trainer.step import Collected, DegenerateSignal, TrainingDiverged, rl_step  # noqa: F401 (raised by train)
 from llmrl.trainer.token_weighting import TokenWeighting
 from llmrl.trainer.updater import ParamSet, Updater, build_optimizer, build_scheduler
 
@@ -105,6 +105,7 @@ class TrainState:
     degenerate_steps: int = 0
     history: dict[str, Any] = field(default_factory=dict)
     resumed_from: list[int] = field(default_factory=list)   # steps this run was resumed at, in order
+    pending: Collected | None = None    # rollout.max_staleness 1: the next step's batch, generated ahead
 
     def to_dict(self) -> dict[str, Any]:
         return {"degenerate_steps": self.degenerate_steps, "history": json.dumps(self.history),
@@ -297,6 +298,8 @@ def setup(cfg: RecipeConfig, *, resume: bool = False) -> tuple[Run, TrainState]:
         sampler.epoch, sampler.position = saved["sampler"]["epoch"], saved["sampler"]["position"]
         state = TrainState.from_dict(sampler, saved["step"], saved["train_state"])
         state.resumed_from.append(saved["step"])
+        if saved.get("pending") is not None:   # generated ahead with the weights before the checkpoint's update
+            state.pending = Collected.from_state(saved["pending"])
         per_rank = saved.get("rng_ranks")
         if n_procs > 1 and (per_rank is None or len(per_rank) != n_procs):
             log.warning("--resume: the checkpoint was written by %s processes, this run has %d: random streams "
@@ -330,6 +333,9 @@ def check_multi_process(cfg: RecipeConfig, n_procs: int) -> None:
         raise ValueError(f"accelerate launch asked for {sharding} (its config's distributed_type), which llmrl's "
                          "trainer does not wire in yet: it trains full replicas with summed gradients. Launch with "
                          "recipes/accelerate/ddp.yaml (or torchrun) instead; see docs/scaling.md")
+    if cfg.rollout.max_staleness:
+        raise ValueError(f"rollout.max_staleness: 1 runs in one process only for now (each of the {n_procs} ranks "
+                         "would checkpoint its own batch generated ahead); set rollout.max_staleness: 0 or run one process")
     if cfg.trainer.prompts_per_step % n_procs:
         raise ValueError(f"trainer.prompts_per_step: {cfg.trainer.prompts_per_step} is not divisible by the "
                          f"{n_procs} processes; every rank trains whole prompt groups")
@@ -376,7 +382,8 @@ def save(run: Run, state: TrainState, step: int) -> Path:
     """Checkpoint ``step``. Several processes: every rank calls it; rank 0 writes the (identical)
     weights and optimizer state, with every rank's random streams, so a resume is exact."""
     payload = {"updater": run.updater.state_dict(), "sampler": state.sampler.state(), "train_state": state.to_dict(),
-               "recipe": json.dumps(run.cfg.model_dump(mode="json"))}
+               "recipe": json.dumps(run.cfg.model_dump(mode="json")),
+               "pending": state.pending.to_state() if state.pending is not None else None}
     rngs = gather_objects(ckpt.rng_state())
     if len(rngs) > 1:
         payload["rng_ranks"] = rngs

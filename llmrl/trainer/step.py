@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Iterator
 
 import torch
@@ -291,6 +292,97 @@ def sampling_seed(cfg, step: int, first_prompt: int) -> int | None:
     return (cfg.trainer.seed * 1_000_003 + step) * 1_000_003 + first_prompt
 
 
+@dataclass
+class Collected:
+    """One step's prompts and their rollouts. ``staleness``: how many updates the weights that
+    sampled ``batch`` are behind the weights it trains (0 on-policy; 1 when it was generated
+    during the previous step, ``rollout.max_staleness: 1``)."""
+
+    step: int                       # the step that trains on it
+    indices: list[int]              # this rank's prompt rows of the training data
+    raw: list                       # their prompt-column values (what rewards receive)
+    batch: RolloutBatch             # N = B*G rows
+    staleness: int = 0
+    rollout_s: float = 0.0
+
+    def to_state(self) -> dict[str, Any]:
+        """Plain tensors and containers (a checkpoint loads them with ``weights_only=True``)."""
+        batch = {f.name: getattr(self.batch, f.name) for f in fields(RolloutBatch)}
+        return {"step": self.step, "indices": list(self.indices), "raw": list(self.raw), "batch": batch,
+                "staleness": self.staleness, "rollout_s": self.rollout_s}
+
+    @classmethod
+    def from_state(cls, d: dict[str, Any]) -> "Collected":
+        return cls(step=d["step"], indices=d["indices"], raw=d["raw"], batch=RolloutBatch(**d["batch"]),
+                   staleness=d["staleness"], rollout_s=d["rollout_s"])
+
+
+def collect(run: "Run", state: "TrainState", step: int, *, staleness: int = 0) -> Collected:
+    """Draw the next prompts of ``step`` (this rank's whole groups) and generate G completions
+    each with the engine's current weights."""
+    cfg, alg = run.cfg, run.cfg.algorithm
+    G = cfg.rollout.num_generations
+    indices = state.sampler.next(cfg.trainer.prompts_per_step)
+    mine = shard_groups(len(indices))        # several processes: this rank's whole prompt groups
+    indices = indices[mine]
+    raw = run.train_data[indices][cfg.data.prompt_column]
+    prompt_texts = format_prompts(cfg, run.tokenizer, raw)
+    tis = correction_enabled(alg.sampler_correction, cfg.rollout.engine, cfg.rollout.max_staleness)
+    sampling = SamplingParams(temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k,
+                              max_new_tokens=cfg.rollout.max_completion_length, stop=tuple(cfg.rollout.stop),
+                              seed=sampling_seed(cfg, step, mine.start), logprobs=tis)   # sampler log-probs for TIS
+    t0 = time.perf_counter()
+    batch = rollout(run.engine, run.engine.encode(prompt_texts), sampling, G, step)   # N = B*G rows
+    batch.prompts = [p for p in prompt_texts for _ in range(G)]
+    if tis and batch.sampler_logps is None:
+        raise ValueError(f"algorithm.sampler_correction needs the sampler's log-probs, and rollout.engine "
+                         f"{cfg.rollout.engine!r} returned none (RolloutBatch.sampler_logps); set "
+                         "algorithm.sampler_correction: false or return them")
+    return Collected(step, indices, raw, batch, staleness, time.perf_counter() - t0)
+
+
+def score_collected(run: "Run", c: Collected, columns: dict[str, list],
+                    completion_ids: list[list[int]]) -> tuple[RewardResult, float]:
+    """The rewards of a collected batch (``llmrl.rewards.runner.score``) and the seconds they took."""
+    cfg, G = run.cfg, run.cfg.rollout.num_generations
+    t0 = time.perf_counter()
+    rewards = score([p for p in c.raw for _ in range(G)], c.batch.completions, columns, run.reward_fns,
+                    completion_ids=completion_ids,
+                    trainer_state=TrainerState(global_step=c.step, max_steps=cfg.trainer.steps))
+    return rewards, time.perf_counter() - t0
+
+
+def collect_and_score(run: "Run", state: "TrainState", step: int, timers: Timers, *,
+                      pretrain: bool = False) -> tuple[Collected, RewardResult]:
+    """This step's rollouts and rewards.
+
+    On-policy (``rollout.max_staleness: 0``): generate, then score. With one step of staleness
+    the batch was generated during the previous step; its rewards are scored on a thread while
+    the *next* step's batch generates here with the current weights (before this step's
+    update), which makes that batch one update stale. The update waits for the rewards only.
+    The first step has nothing generated ahead (staleness 0), the last generates nothing ahead."""
+    cfg, G = run.cfg, run.cfg.rollout.num_generations
+    if state.pending is not None and not pretrain:
+        cur, state.pending = state.pending, None
+        timers.seconds["rollout"] = 0.0
+    else:
+        cur = collect(run, state, step)
+        timers.seconds["rollout"] = cur.rollout_s
+    # Read here, not on the scoring thread, which then runs only the reward functions.
+    columns = columns_for(run.train_data, cur.indices, cfg.data.prompt_column, G)
+    ids = cur.batch.policy_ids()
+    if not cfg.rollout.max_staleness or pretrain or step >= cfg.trainer.steps:
+        rewards, timers.seconds["reward"] = score_collected(run, cur, columns, ids)
+        return cur, rewards
+    with ThreadPoolExecutor(1, thread_name_prefix="llmrl-reward") as pool:
+        scoring = pool.submit(score_collected, run, cur, columns, ids)
+        state.pending = collect(run, state, step + 1, staleness=1)   # the weights before this step's update
+        timers.seconds["rollout"] += state.pending.rollout_s
+        with timers("reward_wait"):
+            rewards, timers.seconds["reward"] = scoring.result()
+    return cur, rewards
+
+
 # ----------------------------------------------------------------------------------- the step
 def kl_reward_coefficient(alg: AlgorithmConfig, state: "TrainState") -> float:
     """This step's per-token KL coefficient in the reward: ``algorithm.kl_reward_coef``, or where
@@ -325,28 +417,9 @@ def rl_step(run: "Run", state: "TrainState", step: int, *, pretrain: bool = Fals
     G = cfg.rollout.num_generations
     timers = Timers()
     t_step = time.perf_counter()
-    indices = state.sampler.next(cfg.trainer.prompts_per_step)
-    mine = shard_groups(len(indices))        # several processes: this rank's whole prompt groups
-    indices = indices[mine]
-    raw = run.train_data[indices][cfg.data.prompt_column]
-    prompt_texts = format_prompts(cfg, run.tokenizer, raw)
-    tis = correction_enabled(alg.sampler_correction, cfg.rollout.engine)   # the sampler's log-probs are needed
-    sampling = SamplingParams(temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k,
-                              max_new_tokens=cfg.rollout.max_completion_length, stop=tuple(cfg.rollout.stop),
-                              seed=sampling_seed(cfg, step, mine.start), logprobs=tis)
-    trainer_state = TrainerState(global_step=step, max_steps=cfg.trainer.steps)
-
-    with timers("rollout"):
-        batch = rollout(run.engine, run.engine.encode(prompt_texts), sampling, G, step)   # N = B*G rows
-        batch.prompts = [p for p in prompt_texts for _ in range(G)]
-    if tis and batch.sampler_logps is None:
-        raise ValueError(f"algorithm.sampler_correction needs the sampler's log-probs, and rollout.engine "
-                         f"{cfg.rollout.engine!r} returned none (RolloutBatch.sampler_logps); set "
-                         "algorithm.sampler_correction: false or return them")
-    with timers("reward"):
-        columns = columns_for(run.train_data, indices, cfg.data.prompt_column, G)
-        rewards = score([p for p in raw for _ in range(G)], batch.completions, columns, run.reward_fns,
-                        completion_ids=batch.policy_ids(), trainer_state=trainer_state)
+    tis = correction_enabled(alg.sampler_correction, cfg.rollout.engine, cfg.rollout.max_staleness)
+    collected, rewards = collect_and_score(run, state, step, timers, pretrain=pretrain)
+    batch = collected.batch
     flat = no_signal_groups(rewards.total, G, alg.advantage)                            # [B] (or [1])
     all_flat = not any_across_ranks(not bool(flat.all()))                               # over the global batch
     state.degenerate_steps = state.degenerate_steps + 1 if all_flat else 0
@@ -412,6 +485,8 @@ def rl_step(run: "Run", state: "TrainState", step: int, *, pretrain: bool = Fals
     m = step_metrics(batch, rewards, flat, cfg.rollout.max_completion_length, step)
     m.update(stats)
     m["train/rows"] = len(train_batch)
+    if cfg.rollout.max_staleness:
+        m["rollout/staleness"] = collected.staleness
     dt = time.perf_counter() - t_step
     m.update({f"perf/{k}_s": v for k, v in timers.seconds.items()})
     m["perf/step_s"] = dt
