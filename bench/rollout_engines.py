@@ -4,7 +4,9 @@ Run it where vLLM is installed (CPU: `make vllm-env`, then
 `.venv-vllm/bin/python bench/rollout_engines.py`). Both engines sample the same prompts with the
 same settings, with and without per-token log-probs (the trainer asks for them with vLLM), in
 one process, alternating rounds so a load change hits both. Also vLLM's own offline throughput
-(`LLM.generate` on the same token prompts, no llmrl code around it) for the engine's overhead."""
+(`LLM.generate` on the same token prompts, no llmrl code around it) for the engine's overhead.
+``--server`` adds the server-mode engine (``rollout.vllm.mode: server``: a vLLM server process on
+127.0.0.1, sampled over HTTP) and times each vLLM engine's weight push (``sync_weights``)."""
 from __future__ import annotations
 
 import argparse
@@ -25,6 +27,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--kv-cache-gib", type=float, default=0.25)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--server", action="store_true", help="also the server-mode engine (starts a vLLM server)")
     args = ap.parse_args()
 
     import torch
@@ -42,8 +45,12 @@ def main() -> None:
         "vllm": build_engine("vllm", policy, tok, max_prompt_length=64,
                              vllm={"kv_cache_gib": args.kv_cache_gib, "max_completion_length": args.max_new_tokens}),
     }
+    if args.server:
+        engines["vllm_server"] = build_engine("vllm", policy, tok, max_prompt_length=64, vllm={
+            "mode": "server", "kv_cache_gib": args.kv_cache_gib, "max_completion_length": args.max_new_tokens})
     ids = engines["hf"].encode(prompts)
     results: dict[str, list[float]] = {}
+    syncs: dict[str, list[float]] = {}
     for r in range(args.rounds + 1):  # round 0 warms up
         for logprobs in (False, True):
             s = SamplingParams(temperature=1.0, max_new_tokens=args.max_new_tokens, logprobs=logprobs, seed=r)
@@ -63,6 +70,12 @@ def main() -> None:
         dt = time.perf_counter() - t0
         if r:
             results.setdefault("vllm_offline", []).append(sum(len(o.token_ids) for q in outs for o in q.outputs) / dt)
+        for name in ("vllm", "vllm_server"):
+            if name in engines:
+                t0 = time.perf_counter()
+                engines[name].sync_weights(policy)
+                if r:
+                    syncs.setdefault(name, []).append(time.perf_counter() - t0)
     med = {k: statistics.median(v) for k, v in results.items()}
     print(json.dumps({
         "model": args.model, "params": sum(p.numel() for p in policy.parameters()), "prompts": args.prompts,
@@ -72,8 +85,14 @@ def main() -> None:
         "ratio_vllm_over_hf": round(med["vllm"] / med["hf"], 3),
         "ratio_vllm_over_hf_logprobs": round(med["vllm+logprobs"] / med["hf+logprobs"], 3),
         "ratio_engine_over_vllm_offline": round(med["vllm"] / med["vllm_offline"], 3),
+        **({"ratio_server_over_colocated": round(med["vllm_server"] / med["vllm"], 3),
+            "ratio_server_over_colocated_logprobs": round(med["vllm_server+logprobs"] / med["vllm+logprobs"], 3)}
+           if args.server else {}),
+        "sync_weights_s_median": {k: round(statistics.median(v), 4) for k, v in syncs.items()},
         "load_avg_1m": os.getloadavg()[0],
     }, indent=2))
+    if args.server:
+        engines["vllm_server"].close()
 
 
 if __name__ == "__main__":
