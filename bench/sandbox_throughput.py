@@ -239,19 +239,24 @@ def ref_executor(ref: str, workers: int | None, tmp: str):
     tarfile.open(fileobj=io.BytesIO(tar)).extractall(tmp)
     d = os.path.join(tmp, "sandbox")
     bind_now = "LD_BIND_NOW" in open(os.path.join(d, "_worker.py")).read()
-    o_dir, o_args = isolation._sandbox_dir, isolation._bwrap_args
+    booted = os.path.exists(os.path.join(d, "_boot.py"))  # else started as the _worker.py script
+    o_dir, o_args, o_boot = isolation._sandbox_dir, isolation._bwrap_args, isolation.boot_frame
 
     def args(*a, **k):
         r = o_args(*a, **k)
         if not bind_now and "LD_BIND_NOW" in r:
             i = r.index("LD_BIND_NOW")
             del r[i - 1:i + 2]  # --setenv LD_BIND_NOW 1
+        if not booted:
+            r[-1] = r[-1].replace("_boot.py", "_worker.py")
         return r
     isolation._sandbox_dir, isolation._bwrap_args = (lambda: d), args
+    if not booted:
+        isolation.boot_frame = lambda *a: b""
     try:
         return local_executor(workers=workers)
     finally:
-        isolation._sandbox_dir, isolation._bwrap_args = o_dir, o_args
+        isolation._sandbox_dir, isolation._bwrap_args, isolation.boot_frame = o_dir, o_args, o_boot
 
 
 def compare(ex_ref, ex_cur, jobs: list[Job], reps: int) -> dict:

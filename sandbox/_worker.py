@@ -12,7 +12,8 @@
   two pipes (calls out, strictly serialised values back); its verdict lines reach the parent
   on pipes the child never holds. Neither process ever runs untrusted code.
 
-Standard library only: started as ``python -I -S _worker.py`` (no site-packages, no env).
+Standard library only: started by ``python -I -S -B _boot.py``, which gets this module's code
+from the parent (no site-packages, no env).
 Protocol on fds 0/1 (moved to private fds at start) and on the judge server's two fds: frames
 of 4-byte big-endian length + JSON.
 """
@@ -760,16 +761,19 @@ def sweep() -> None:
         if _only_servers_left():
             return
         for _ in range(500):
-            alive = _others_alive()
-            if not alive:
-                break
-            for p in alive:
-                try:
-                    os.kill(p, signal.SIGKILL)
-                except OSError:
-                    pass
+            _reap_strays()
+            left = _leftovers()
+            if not left:
+                return
+            for p, zombie in left.items():
+                if not zombie:
+                    try:
+                        os.kill(p, signal.SIGKILL)
+                    except OSError:
+                        pass
+            # until the dead are reaped too (by init, or by _reap_strays): a zombie still
+            # counts against RLIMIT_NPROC of the next job's uid
             time.sleep(0.001)
-        _reap_strays()
         return
     uid = CFG.get("uid")
     if uid is not None:  # root without a pid namespace: kill everything of the slot's uid
@@ -832,34 +836,34 @@ def _reap_strays() -> None:
             return
 
 
-def _others_alive() -> list[int]:
-    """Pids in our namespace other than init, us, the judge server and its judges that are not
-    yet zombies. (A job's process cannot become the judge server's child: orphans go to init.)"""
+def _leftovers() -> dict[int, bool]:
+    """Pids in our namespace other than init, us, the judge server and its judges, each with
+    whether it is already a zombie (dead, not yet reaped). (A job's process cannot become the
+    judge server's child: orphans go to init, CLONE_PARENT siblings to us.)"""
     me = str(os.getpid())
     try:
         names = os.listdir("/proc")
     except OSError:
-        return []
-    live: dict[int, int] = {}
+        return {}
+    procs: dict[int, tuple[int, bool]] = {}
     for n in names:
         if n.isdigit() and n != "1" and n != me:
             try:
                 with open(f"/proc/{n}/stat", "rb") as f:
                     st = f.read()
                 rest = st[st.rfind(b")") + 2:].split()
-                if rest[0] != b"Z":
-                    live[int(n)] = int(rest[1])
+                procs[int(n)] = (int(rest[1]), rest[0] == b"Z")
             except (OSError, IndexError, ValueError):
                 continue
     keep = {JUDGE_PID}
     changed = True
     while changed:
         changed = False
-        for p, pp in live.items():
+        for p, (pp, _) in procs.items():
             if pp in keep and p not in keep:
                 keep.add(p)
                 changed = True
-    return [p for p in live if p not in keep]
+    return {p: z for p, (_, z) in procs.items() if p not in keep}
 
 
 def wipe() -> bool:

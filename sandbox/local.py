@@ -72,7 +72,11 @@ class Slot:
         self.dirty = False
         self._out = self.proc.stdout.fileno()
         self._in = self.proc.stdin.fileno()
-        self._send(self._in, dict(self.plan.cfg, judge_fds=[j_in_child, j_out_child]))
+        try:
+            self._write_all(self._in, self.plan.boot)  # the slot's code first (_boot.py)
+            self._send(self._in, dict(self.plan.cfg, judge_fds=[j_in_child, j_out_child]))
+        except OSError:
+            pass  # the slot died at once: reported below, with its stderr
         info = self._recv(self._out, time.monotonic() + start_timeout)
         if info is None or info.get("op") != "ready":
             why = self.stderr_tail()
@@ -92,10 +96,14 @@ class Slot:
     @staticmethod
     def _send(fd: int, obj: dict) -> None:
         body = _serial.compact_json(obj).encode()
-        data = memoryview(struct.pack(">I", len(body)) + body)
-        while data:
-            n = os.write(fd, data)
-            data = data[n:]
+        Slot._write_all(fd, struct.pack(">I", len(body)) + body)
+
+    @staticmethod
+    def _write_all(fd: int, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
 
     @staticmethod
     def _read_exact(fd: int, n: int, deadline: float) -> bytes | None:
