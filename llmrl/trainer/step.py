@@ -9,6 +9,9 @@
     stats    = update_policy(updater, batch, fw, tok_adv, ...)      optimizer steps
     engine.sync_weights(policy)
     metrics  = step_metrics(...)                                    after the math, never inside it
+
+``collect_and_score`` does the first two; with ``rollout.max_staleness: 1`` it scores this step's
+batch (generated during the previous step) on a thread while it generates the next step's.
 """
 from __future__ import annotations
 
