@@ -100,7 +100,15 @@ def to_plain(x: Any, depth: int = 0, budget: list[int] | None = None, ext: Any =
         tag = "l" if t is list else "t" if t is tuple else "s" if t is set else "F"
         out = [tag]
         for item in (x if tag in "lt" else _stable(x)):
-            out.append(to_plain(item, depth + 1, budget, ext))
+            ti = type(item)
+            if ti is int or ti is str or item is None or ti is bool:
+                # (inline: most values are flat lists of these; same checks as above)
+                budget[0] -= 1
+                if budget[0] < 0:
+                    raise Unserialisable("value too large")
+                out.append(item)
+            else:
+                out.append(to_plain(item, depth + 1, budget, ext))
         return out
     if t is dict or t in _DICT_LIKE:
         # Counter / OrderedDict / defaultdict compare equal to plain dicts; read the storage
@@ -143,10 +151,11 @@ def from_plain(p: Any, depth: int = 0, ext: Any = None) -> Any:
     if t is not list or not p or type(p[0]) is not str:
         raise Unserialisable(f"malformed encoded value of type {t.__name__}")
     tag = p[0]
-    if tag == "l":
-        return [from_plain(v, depth + 1, ext) for v in p[1:]]
-    if tag == "t":
-        return tuple(from_plain(v, depth + 1, ext) for v in p[1:])
+    if tag == "l" or tag == "t":
+        # scalars inline (no call per item): the common flat list of ints or strings
+        items = [v if type(v) is int or type(v) is str or v is None or type(v) is bool
+                 else from_plain(v, depth + 1, ext) for v in p[1:]]
+        return items if tag == "l" else tuple(items)
     if tag in ("s", "F"):
         items = [from_plain(v, depth + 1, ext) for v in p[1:]]
         try:

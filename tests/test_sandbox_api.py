@@ -43,6 +43,25 @@ def test_serialiser_is_strict():
         _serial.decode('["x", 1]')
 
 
+def test_serialiser_flat_sequences_keep_every_check():
+    # lists/tuples of scalars take an inline path (no call per item): the same exact-type
+    # checks, item budget and tags as the recursive one
+    class S(str):
+        pass
+    for bad in ([1, True, S("x")], (None, S("y")), [[1, S("z")]]):
+        with pytest.raises(_serial.Unserialisable):
+            _serial.to_plain(bad)
+    with pytest.raises(_serial.Unserialisable, match="too large"):
+        _serial.to_plain(list(range(10)), budget=[5])
+    _serial.to_plain(list(range(4)), budget=[5])
+    for v in ([1, "a", None, True], (1, "a"), [(1, 2), [3, [4, "x"]]], ()):
+        back = _serial.from_plain(_serial.to_plain(v))
+        assert back == v and type(back) is type(v)
+    for bad in (["l", 1.5], ["t", ["x", 1]], ["l", {}]):
+        with pytest.raises(_serial.Unserialisable):
+            _serial.from_plain(bad)
+
+
 def test_plans_keep_expected_values_out_of_the_sandbox():
     plans = plan_asserts(["assert add(1, 2) == 3", "assert 3 == add(1, 2)",
                           "assert abs(add(0.1, 0.2) - 0.3) < 1e-9", "assert add(1, 1) is True",
