@@ -176,3 +176,54 @@ def run_in_thread(executor: LocalExecutor, host: str = "127.0.0.1", **kw: Any):
         th.join(30)
 
     return f"http://{host}:{ready['port']}", stop
+
+
+def spawn_servers(n: int, *, workers: int = 1, ports: list[int] | None = None,
+                  timeout_s: float = 60.0) -> tuple[list[str], list]:
+    """Start ``n`` ``llmrl sandbox serve`` subprocesses on 127.0.0.1 (free ports, or ``ports``)
+    and wait until each answers ``/health``; returns (urls, processes). Each runs in its own session, so
+    :func:`kill_server` takes its sandbox workers down with it, like a host that dies. For
+    tests and benchmarks of the HTTP fan-out."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    urls, procs = [], []
+    for i in range(n):
+        if ports is not None:
+            port = ports[i]
+        else:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+        procs.append(subprocess.Popen([sys.executable, "-m", "llmrl", "sandbox", "serve", "--port", str(port),
+                                       "--workers", str(workers)], stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL, start_new_session=True))
+        urls.append(f"http://127.0.0.1:{port}")
+    deadline = time.monotonic() + timeout_s
+    for url, proc in zip(urls, procs):
+        while True:
+            try:
+                urllib.request.urlopen(url + "/health", timeout=2).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    for p in procs:
+                        kill_server(p)
+                    raise RuntimeError(f"sandbox server {url} did not come up (exit code {proc.poll()})") from None
+                time.sleep(0.05)
+    return urls, procs
+
+
+def kill_server(proc) -> None:
+    """SIGKILL a server from :func:`spawn_servers` and its whole process group."""
+    import os
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(10)

@@ -6,11 +6,6 @@ and the recipe's server list is validated when the recipe loads."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -20,17 +15,12 @@ import pytest
 from llmrl.config.load import RecipeError, load_recipe
 from llmrl.sandbox import Job, Limits, Outcome, local_executor
 from llmrl.sandbox.client import HTTPExecutor, SandboxUnavailable
+from llmrl.sandbox.server import kill_server, spawn_servers
 
 pytestmark = pytest.mark.requires_data("mbpp")
 
 # Each program first sleeps 0.15 s (no CPU), so a batch is still in flight when a server is killed.
 SLOW = "import time as _t\n_t.sleep(0.15)\n"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _healthy(url: str) -> dict | None:
@@ -41,40 +31,15 @@ def _healthy(url: str) -> dict | None:
         return None
 
 
-def _start(port: int) -> subprocess.Popen:
-    """A real server in its own session, so SIGKILL of the group takes its sandbox workers too."""
-    return subprocess.Popen([sys.executable, "-m", "llmrl", "sandbox", "serve", "--port", str(port), "--workers", "2"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-
-
-def _wait_up(urls: list[str], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    for u in urls:
-        while _healthy(u) is None:
-            assert time.monotonic() < deadline, f"{u} did not come up"
-            time.sleep(0.05)
-
-
-def _kill(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(10)
-
-
 @pytest.fixture
 def servers():
-    """Three servers; yields (urls, procs) and kills whatever is left."""
-    ports = [_free_port() for _ in range(3)]
-    procs = [_start(p) for p in ports]
-    urls = [f"http://127.0.0.1:{p}" for p in ports]
+    """Three real servers (2 sandbox workers each); yields (urls, procs), kills what is left."""
+    urls, procs = spawn_servers(3, workers=2)
     try:
-        _wait_up(urls)
         yield urls, procs
     finally:
         for p in procs:
-            _kill(p)
+            kill_server(p)
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +97,7 @@ def test_server_killed_mid_batch_loses_no_verdict(servers, mbpp_jobs, local_verd
     ex = HTTPExecutor(urls, chunk_size=2, max_requests_per_server=2, retries=2)
     th, box = _run_in_thread(ex, mbpp_jobs)
     _wait_in_flight(urls[0])
-    _kill(procs[0])                       # SIGKILL with chunks in flight on it
+    kill_server(procs[0])                 # SIGKILL (its process group) with chunks in flight on it
     th.join(120)
     assert "error" not in box, box.get("error")
     assert _verdicts(box["results"]) == local_verdicts
@@ -156,7 +121,7 @@ def test_all_servers_down_is_a_clear_error_in_bounded_time(servers, mbpp_jobs):
     th, box = _run_in_thread(ex, mbpp_jobs)
     _wait_in_flight(urls[1])
     for p in procs:
-        _kill(p)
+        kill_server(p)
     th.join(60)
     assert isinstance(box.get("error"), SandboxUnavailable), box
     msg = str(box["error"])
@@ -170,25 +135,22 @@ def test_all_servers_down_is_a_clear_error_in_bounded_time(servers, mbpp_jobs):
 
 
 def test_a_dead_server_that_comes_back_takes_work_again(mbpp_jobs, local_verdicts):
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = _start(port)
+    [url], [proc] = spawn_servers(1, workers=2)
     try:
-        _wait_up([url])
         ex = HTTPExecutor([url], chunk_size=3, backoff_s=0.2, max_backoff_s=0.5, unavailable_after_s=60.0)
         assert _verdicts(ex.run(mbpp_jobs[:3])) == local_verdicts[:3]
-        _kill(proc)
+        kill_server(proc)
         th, box = _run_in_thread(ex, mbpp_jobs[3:9])   # waits: its only server is down
         time.sleep(1.0)
         assert th.is_alive() and not ex.host_stats()[url]["up"]
-        proc = _start(port)                             # the host comes back on the same address
+        _, [proc] = spawn_servers(1, workers=2, ports=[int(url.rsplit(":", 1)[1])])   # back on the same address
         th.join(90)
         assert "error" not in box, box.get("error")
         assert _verdicts(box["results"]) == local_verdicts[3:9]
         st = ex.host_stats()[url]
         assert st["up"] and st["jobs"] == 9 and st["marked_down"] == 1
     finally:
-        _kill(proc)
+        kill_server(proc)
 
 
 def test_recipe_sandbox_urls_are_validated_at_load(tmp_path):
