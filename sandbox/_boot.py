@@ -39,4 +39,5 @@ def main() -> None:
     sys.modules["_worker"].main()
 
 
-main()
+if __name__ == "__main__":
+    main()
