@@ -176,6 +176,7 @@ def setup(cfg: dict) -> None:
     sys.stdin, sys.stdout, sys.stderr = _STREAMS
     sys.__stdin__, sys.__stdout__, sys.__stderr__ = _STREAMS
     _oslayers.set_dumpable(False)  # siblings with our uid cannot ptrace / read our memory
+    _learn_empty_sizes()  # (before Landlock, which may fence the scratch dirs off)
     for res, val in JOB_INVARIANT_RLIMITS:
         try:
             resource.setrlimit(res, (val, val))
@@ -866,12 +867,44 @@ def _leftovers() -> dict[int, bool]:
     return {p: z for p, (_, z) in procs.items() if p not in keep}
 
 
+# Directories whose size counts their entries (tmpfs: 20 bytes per entry), with their size
+# when empty, found at setup by creating and removing a file (_learn_empty_sizes): there a
+# wipe after a job that left nothing reads one stat instead of listing the directory. Exact on
+# tmpfs (every link, create, rename in or out changes the size; a directory's size cannot be
+# set); elsewhere (a size that does not move) the listing is always done.
+_EMPTY_DIR_SIZE: dict[str, int] = {}
+
+
+def _wipe_targets() -> list[str]:
+    return [CFG["workdir"]] + list(CFG.get("wipe_extra", []))
+
+
+def _learn_empty_sizes() -> None:
+    for d in _wipe_targets():
+        probe_file = os.path.join(d, ".llmrl-dir-size-probe")
+        try:
+            if os.listdir(d):
+                continue
+            empty = os.stat(d).st_size
+            os.close(os.open(probe_file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+            try:
+                one = os.stat(d).st_size
+            finally:
+                os.unlink(probe_file)
+            if one > empty and os.stat(d).st_size == empty:
+                _EMPTY_DIR_SIZE[d] = empty
+        except OSError:
+            continue
+
+
 def wipe() -> bool:
     """Empty the work dir (and shared scratch places when Landlock does not fence them)."""
     ok = True
-    targets = [CFG["workdir"]] + list(CFG.get("wipe_extra", []))
-    for d in targets:
+    for d in _wipe_targets():
+        empty = _EMPTY_DIR_SIZE.get(d)
         try:
+            if empty is not None and os.stat(d).st_size == empty:
+                continue  # nothing in it (see _EMPTY_DIR_SIZE)
             names = os.listdir(d)
         except OSError:
             continue

@@ -77,3 +77,16 @@ def test_frames_parse_strictly():
         _serial.compact_json({"a": object()})
     with pytest.raises(RecursionError):
         _serial.parse_json("[" * 100000 + "]" * 100000)
+
+
+def test_work_dir_is_empty_for_the_next_job_whatever_was_left(ex):
+    # the wipe reads the directory's size when it can (tmpfs counts entries): every kind of
+    # leftover must still be seen and removed
+    leave = ("import os\nopen('a', 'w').write('x')\nos.mkdir('d')\nopen('d/b', 'w').write('y')\n"
+             "os.link('a', 'hard')\nos.symlink('a', 'soft')\nos.mkfifo('fifo')\n"
+             "os.rename('a', 'renamed')\nos.makedirs('e/f/g')\nprint('left')")
+    look = "import os\nprint(sorted(os.listdir('.')), len(os.listdir('/tmp')), len(os.listdir('/dev/shm')))"
+    for _ in range(2):
+        res = ex.run([Job(leave, StdioTests([""], ["left"]), LIM), Job(look, StdioTests([""], ["?"]), LIM)])
+        assert res[0].outcome is Outcome.PASS, res[0]
+        assert res[1].stdout.strip() == "[] 0 0", res[1].stdout
