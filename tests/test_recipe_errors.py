@@ -139,3 +139,14 @@ def test_a_resume_may_point_at_another_vllm_server_but_not_change_the_mode():
     assert resume_conflicts(saved, cfg({"mode": "server", "server_url": "http://10.0.0.2:8001"})) == []
     assert resume_conflicts(saved, cfg({"mode": "server"})) == []
     assert [c.split(":")[0] for c in resume_conflicts(saved, cfg({}))] == ["rollout.vllm.mode"]
+
+
+def test_one_vllm_server_url_for_several_processes_is_refused():
+    from llmrl.config.schema import RecipeConfig
+    from llmrl.trainer.loop import check_multi_process
+
+    shared = RecipeConfig.model_validate({"rollout": {"engine": "vllm", "vllm": {
+        "mode": "server", "server_url": "http://127.0.0.1:8000"}}})
+    with pytest.raises(ValueError, match="rollout.vllm.server_url"):
+        check_multi_process(shared, 2)
+    check_multi_process(RecipeConfig.model_validate({"rollout": {"engine": "vllm", "vllm": {"mode": "server"}}}), 2)

@@ -17,7 +17,7 @@ vllm = pytest.importorskip("vllm", reason="vLLM is not installed here: `make tes
 
 from llmrl.rollout.engine import build_engine  # noqa: E402
 from llmrl.rollout.types import SamplingParams  # noqa: E402
-from llmrl.trainer.forward import forward_completions  # noqa: E402
+from vllm_fixtures import lora_policy, policy_logps  # noqa: E402
 
 PROMPTS = ["1+2=", "13-4=", "7+7+1=", "19-18="]
 
@@ -33,10 +33,6 @@ def engines():
     return policy, tok, hf, vl
 
 
-def _policy_logps(policy, batch):
-    with torch.no_grad():
-        return forward_completions(policy, batch, torch.arange(len(batch)), temperature=1.0).logps.float()
-
 
 def test_greedy_completions_and_logprobs_equal_the_hf_engine(engines):
     policy, _, hf, vl = engines
@@ -45,7 +41,7 @@ def test_greedy_completions_and_logprobs_equal_the_hf_engine(engines):
     assert a.completions == b.completions
     assert torch.equal(a.completion_ids, b.completion_ids) and a.finish_reason == b.finish_reason
     mask = b.loss_mask.bool()
-    torch.testing.assert_close(b.sampler_logps[mask], _policy_logps(policy, b)[mask], atol=1e-4, rtol=0)
+    torch.testing.assert_close(b.sampler_logps[mask], policy_logps(policy, b)[mask], atol=1e-4, rtol=0)
 
 
 def test_after_an_update_vllm_samples_from_the_new_weights(engines):
@@ -60,7 +56,7 @@ def test_after_an_update_vllm_samples_from_the_new_weights(engines):
     vl.sync_weights(policy)
     after = vl.generate(PROMPTS, sampling, n=4)
     mask = after.loss_mask.bool()
-    new = _policy_logps(policy, after)
+    new = policy_logps(policy, after)
     torch.testing.assert_close(after.sampler_logps[mask], new[mask], atol=1e-4, rtol=0)
     assert (after.sampler_logps[mask] - new[mask]).abs().max() < 1e-4
     assert not torch.equal(after.completion_ids, before.completion_ids)  # the perturbation changed the samples
@@ -105,7 +101,7 @@ def test_grpo_steps_with_engine_vllm_keep_the_engine_on_the_policys_weights(tmp_
     assert max((a - p.detach()).abs().max().item() for a, p in zip(start, run.policy.parameters())) > 1e-4
     batch = run.engine.generate(PROMPTS, SamplingParams(max_new_tokens=6, logprobs=True, seed=5), n=2)
     mask = batch.loss_mask.bool()
-    torch.testing.assert_close(batch.sampler_logps[mask], _policy_logps(run.policy, batch)[mask], atol=1e-4, rtol=0)
+    torch.testing.assert_close(batch.sampler_logps[mask], policy_logps(run.policy, batch)[mask], atol=1e-4, rtol=0)
 
 
 def test_sleep_mode_where_unsupported_logs_one_line_and_keeps_sampling(engines, caplog):
@@ -125,3 +121,22 @@ def test_sleep_mode_where_unsupported_logs_one_line_and_keeps_sampling(engines, 
     assert not sleepy.sleep_mode
     greedy = SamplingParams(max_new_tokens=6, greedy=True, logprobs=True)
     assert torch.equal(sleepy.generate(PROMPTS, greedy, n=1).completion_ids, vl.generate(PROMPTS, greedy, n=1).completion_ids)
+
+
+def test_a_lora_policy_samples_with_its_adapters_merged():
+    """LoRA: the engine samples from base + adapters, before and after an update of the adapters
+    (the weights pushed are taken while merged: unmerging restores the base in place)."""
+    lora, tok = lora_policy()
+    vl = build_engine("vllm", lora, tok, max_prompt_length=32, vllm={"kv_cache_gib": 0.0625})
+    sampling = SamplingParams(max_new_tokens=6, logprobs=True, seed=9)
+    for _ in range(2):
+        batch = vl.generate(PROMPTS, sampling, n=4)
+        mask = batch.loss_mask.bool()
+        torch.testing.assert_close(batch.sampler_logps[mask], policy_logps(lora, batch)[mask], atol=1e-4, rtol=0)
+        with lora.disable_adapter():
+            assert (batch.sampler_logps[mask] - policy_logps(lora, batch)[mask]).abs().max() > 1e-2
+        with torch.no_grad():  # an update of the adapters, then the push
+            for name, p in lora.named_parameters():
+                if "lora_" in name:
+                    p.add_(torch.randn_like(p) * 0.1)
+        vl.sync_weights(lora)

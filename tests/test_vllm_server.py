@@ -25,7 +25,7 @@ vllm = pytest.importorskip("vllm", reason="vLLM is not installed here: `make tes
 
 from llmrl.rollout.engine import build_engine  # noqa: E402
 from llmrl.rollout.types import SamplingParams  # noqa: E402
-from llmrl.trainer.forward import forward_completions  # noqa: E402
+from vllm_fixtures import lora_policy, policy_logps  # noqa: E402
 
 pytestmark = pytest.mark.slow
 PROMPTS = ["1+2=", "13-4=", "7+7+1=", "19-18="]
@@ -61,10 +61,6 @@ def engines():
     server.close()
 
 
-def _policy_logps(policy, batch, temperature: float = 1.0):
-    with torch.no_grad():
-        return forward_completions(policy, batch, torch.arange(len(batch)), temperature=temperature).logps.float()
-
 
 def test_server_greedy_and_seeded_samples_and_logprobs_equal_colocated(engines):
     policy, _, server, colocated = engines
@@ -77,8 +73,8 @@ def test_server_greedy_and_seeded_samples_and_logprobs_equal_colocated(engines):
         mask = b.loss_mask.bool()
         assert mask.sum() > len(b)  # several policy tokens per row
         torch.testing.assert_close(b.sampler_logps[mask], a.sampler_logps[mask], atol=1e-5, rtol=0)
-        policy_logps = _policy_logps(policy, b, 1.0 if sampling.greedy else sampling.temperature)
-        torch.testing.assert_close(b.sampler_logps[mask], policy_logps[mask], atol=1e-4, rtol=0)
+        expected = policy_logps(policy, b, 1.0 if sampling.greedy else sampling.temperature)
+        torch.testing.assert_close(b.sampler_logps[mask], expected[mask], atol=1e-4, rtol=0)
         assert b.sampler_logps[~mask].isnan().all()
 
 
@@ -100,7 +96,7 @@ def test_after_a_weight_push_the_server_samples_from_the_new_weights(engines):
         colocated.sync_weights(policy)
         after = server.generate(prompts, sampling, n=4)
         mask = after.loss_mask.bool()
-        torch.testing.assert_close(after.sampler_logps[mask], _policy_logps(policy, after)[mask], atol=1e-4, rtol=0)
+        torch.testing.assert_close(after.sampler_logps[mask], policy_logps(policy, after)[mask], atol=1e-4, rtol=0)
         assert not torch.equal(after.completion_ids, before.completion_ids)
         assert torch.equal(after.completion_ids, colocated.generate(prompts, sampling, n=4).completion_ids)
     finally:
@@ -109,6 +105,24 @@ def test_after_a_weight_push_the_server_samples_from_the_new_weights(engines):
                 p.copy_(s)
         server.sync_weights(policy)
         colocated.sync_weights(policy)
+
+
+def test_a_lora_policy_is_pushed_with_its_adapters_merged(engines):
+    """LoRA: the server samples from base + adapters (the policy the trainer trains), not the
+    base alone; connected by URL to the module's server."""
+    policy, _, server, _ = engines
+    lora, tok = lora_policy()
+    connected = build_engine("vllm", lora, tok, max_prompt_length=32, vllm={"mode": "server", "server_url": server.url})
+    try:
+        batch = connected.generate(PROMPTS, SamplingParams(max_new_tokens=6, logprobs=True, seed=9), n=4)
+        mask = batch.loss_mask.bool()
+        torch.testing.assert_close(batch.sampler_logps[mask], policy_logps(lora, batch)[mask], atol=1e-4, rtol=0)
+        with lora.disable_adapter():
+            base = policy_logps(lora, batch)[mask]
+        assert (batch.sampler_logps[mask] - base).abs().max() > 1e-2  # the adapters changed what is sampled
+    finally:
+        connected.close()
+        server.sync_weights(policy)
 
 
 def test_trainer_on_a_server_url_pushes_weights_every_step_and_after_a_resume(engines, tmp_path, monkeypatch):
@@ -154,9 +168,9 @@ def test_trainer_on_a_server_url_pushes_weights_every_step_and_after_a_resume(en
         assert all(torch.equal(a, p.detach()) for a, p in zip(trained, resumed.policy.parameters()))
         batch = resumed.engine.generate(PROMPTS, check, n=2)
         mask = batch.loss_mask.bool()
-        torch.testing.assert_close(batch.sampler_logps[mask], _policy_logps(resumed.policy, batch)[mask],
+        torch.testing.assert_close(batch.sampler_logps[mask], policy_logps(resumed.policy, batch)[mask],
                                    atol=1e-4, rtol=0)
-        other = _policy_logps(policy, batch)[mask]  # and no longer the weights pushed before the resume
+        other = policy_logps(policy, batch)[mask]  # and no longer the weights pushed before the resume
         assert (batch.sampler_logps[mask] - other).abs().max() > 1e-2
     finally:
         server.sync_weights(policy)

@@ -53,27 +53,19 @@ class WeightSyncExtension:
 
 def sync_state(policy: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The policy's full weights as the sampler must see them (LoRA adapters merged in), fp32
-    on CPU, one storage per name (safetensors refuses the shared storage of tied embeddings)."""
+    on CPU. Copies, taken while merged: ``unmerge_adapter`` restores the base weights in place,
+    so a view of a CPU fp32 parameter would hold the base again by the time it is sent; one
+    storage per name also lets safetensors save tied embeddings."""
     merged = hasattr(policy, "merge_adapter")
     if merged:
         policy.merge_adapter()
     try:
         base = policy.get_base_model() if merged else policy
-        state = {}
-        for name, t in base.state_dict().items():
-            if "lora_" in name:
-                continue
-            state[name.replace(".base_layer.", ".")] = t.detach().to("cpu", torch.float32).contiguous()
+        return {name.replace(".base_layer.", "."): t.detach().to("cpu", torch.float32, copy=True).contiguous()
+                for name, t in base.state_dict().items() if "lora_" not in name}
     finally:
         if merged:
             policy.unmerge_adapter()
-    seen: dict[int, str] = {}
-    for name in list(state):
-        ptr = state[name].data_ptr()
-        if ptr in seen:
-            state[name] = state[name].clone()
-        seen[ptr] = name
-    return state
 
 
 def _state_dict_bytes(policy: torch.nn.Module) -> bytes:
@@ -84,10 +76,11 @@ def _state_dict_bytes(policy: torch.nn.Module) -> bytes:
 
 
 def export_model(model, tokenizer, directory: str) -> None:
-    """Write the base model (config, weights) and tokenizer where vLLM loads them from; LoRA
-    adapters are not in it: the first ``sync_weights`` pushes the merged weights."""
+    """Write the model (config, weights as ``sync_state`` gives them) and tokenizer where vLLM
+    loads them from. With LoRA, the base model's own ``save_pretrained`` would write the
+    adapter-wrapped names (``q_proj.base_layer.weight``, ``lora_A``), which vLLM refuses."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    base.save_pretrained(directory, safe_serialization=True)
+    base.save_pretrained(directory, state_dict=sync_state(model), safe_serialization=True)
     tokenizer.save_pretrained(directory)
 
 
@@ -189,7 +182,7 @@ class VLLMEngine(TextPrompts):
         if kv_cache_gib is not None:
             kwargs["kv_cache_memory_bytes"] = int(kv_cache_gib * 2**30)
         self.llm = LLM(**kwargs)
-        self.sync_weights(model)  # LoRA: export_model wrote the base only; now the merged weights
+        self.sync_weights(model)  # what a resume or a later update relies on, checked once at start
 
     @contextlib.contextmanager
     def _awake(self):

@@ -156,7 +156,7 @@ class VLLMServerEngine(TextPrompts):
             self._finalizer = weakref.finalize(self, lambda: None)
             self._wait_healthy()
         self.model_name = self._served_model()
-        self.sync_weights(model)  # LoRA: the exported base lacks the adapters; a connected server, old weights
+        self.sync_weights(model)  # a connected server holds whatever weights it was started with
 
     # ------------------------------------------------------------------ HTTP
     def _post(self, path: str, body: dict | None = None) -> Any:

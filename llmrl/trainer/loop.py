@@ -336,6 +336,10 @@ def check_multi_process(cfg: RecipeConfig, n_procs: int) -> None:
     if cfg.rollout.max_staleness:
         raise ValueError(f"rollout.max_staleness: 1 runs in one process only for now (each of the {n_procs} ranks "
                          "would checkpoint its own batch generated ahead); set rollout.max_staleness: 0 or run one process")
+    if cfg.rollout.engine == "vllm" and cfg.rollout.vllm.server_url is not None:
+        raise ValueError(f"rollout.vllm.server_url: one server for {n_procs} processes would take every rank's weight "
+                         "push while the others sample; remove server_url (each rank then starts its own server) or "
+                         "run one process")
     if cfg.trainer.prompts_per_step % n_procs:
         raise ValueError(f"trainer.prompts_per_step: {cfg.trainer.prompts_per_step} is not divisible by the "
                          f"{n_procs} processes; every rank trains whole prompt groups")
