@@ -20,6 +20,22 @@ def test_splits_ask_about_disjoint_entities():
     assert {e["name"] for e in world(40)} == names(train) | names(test)
 
 
+def test_tiny_recipe_warm_start_rl_and_heldout_ask_about_disjoint_entities():
+    """The tiny research benchmark's claim (RL raises held-out F1) needs the warm start's
+    demonstrations, RL's questions and the held-out questions to be three disjoint entity sets."""
+    from pathlib import Path
+
+    from llmrl.config.load import load_recipe
+    from llmrl.data.fact_lookup import split_entities
+
+    cfg = load_recipe(Path(__file__).resolve().parent.parent / "recipes" / "tiny" / "research_grpo.yaml")
+    assert cfg.model.warm_start.split == "warm"
+    sets = {s: {e["name"] for e in split_entities(s, **cfg.data.args)} for s in ("warm", "train", "test")}
+    assert all(sets.values()) and sum(map(len, sets.values())) == cfg.data.args["num_entities"]
+    assert not (sets["warm"] & sets["train"] or sets["warm"] & sets["test"] or sets["train"] & sets["test"])
+    assert cfg.agent.search_args["num_entities"] == cfg.data.args["num_entities"]   # every answer is in the index
+
+
 class Replay:
     """Plays the demonstration's policy turns (the text between tool turns) as sampled ids."""
 
