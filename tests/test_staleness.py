@@ -53,11 +53,6 @@ def test_staleness_off_samples_every_batch_with_the_latest_weights(tmp_path, one
 
 
 def test_staleness_is_validated_and_refused_with_several_processes(tmp_path):
-    from llmrl.algorithms.sampler_correction import correction_enabled
-
-    # hf samples with the policy itself, so the correction is off, unless the batch is one update stale
-    assert not correction_enabled(None, "hf", 0) and correction_enabled(None, "hf", 1)
-    assert not correction_enabled(False, "hf", 1)
     with pytest.raises(RecipeError, match=r"rollout\.max_staleness"):
         validate_recipe(recipe(tmp_path, rollout={"max_staleness": 2}))
     with pytest.raises(ValueError, match=r"rollout\.max_staleness: 1 runs in one process"):

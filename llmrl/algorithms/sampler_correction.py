@@ -12,8 +12,8 @@ computed from the sampler's own per-token log-probs (``RolloutBatch.sampler_logp
 and multiplied into the per-token policy loss before the KL term is added (as TRL does:
 ``vllm_importance_sampling_correction`` / ``vllm_importance_sampling_cap``, default C = 2; verl
 calls it ``rollout_is`` with a token-level threshold). When the sampler is the trainer (the
-``hf`` engine) w_t = 1 exactly, so the correction is off there by default, unless rollouts are
-sampled one update behind (``rollout.max_staleness: 1``), where w_t corrects exactly that lag.
+``hf`` engine) w_t = 1 exactly, so the correction is off there by default (with rollouts one
+update behind, ``rollout.max_staleness: 1``, ``true`` makes w_t correct that lag).
 
 Tokens the sampler gave no log-prob for (NaN) and tokens outside the loss mask get w = 1."""
 from __future__ import annotations
@@ -21,12 +21,12 @@ from __future__ import annotations
 import torch
 
 
-def correction_enabled(setting: bool | None, engine: str, staleness: int = 0) -> bool:
+def correction_enabled(setting: bool | None, engine: str) -> bool:
     """``algorithm.sampler_correction``: None means on for every engine but ``hf`` (whose sampler
-    is the trainer's own model, so w would be 1 anyway), and for ``hf`` too when rollouts are one
-    update stale (``rollout.max_staleness: 1``: then pi_sampler is the previous step's policy, and
-    w corrects that lag as AReaL's decoupled PPO and verl's rollout importance sampling do)."""
-    return (engine != "hf" or staleness > 0) if setting is None else setting
+    is the trainer's own model, so w would be 1 anyway). With ``rollout.max_staleness: 1`` the
+    hf sampler is the previous step's policy; ``true`` then corrects that lag too (off by
+    default, as in verl's one-step off-policy recipe; docs/scaling.md has the measurement)."""
+    return engine != "hf" if setting is None else setting
 
 
 @torch.no_grad()

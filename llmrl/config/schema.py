@@ -166,7 +166,7 @@ class RolloutConfig(Section):
     max_staleness: Literal[0, 1] = Field(
         0, description="1: score step t's rewards while step t+1's rollouts generate, so they are sampled by the "
         "weights one update behind the ones they train (PRIME-RL's max_async_level 1, verl's one-step off-policy); "
-        "the sampler correction is then on by default and rollout/staleness is logged. 0: on-policy (docs/scaling.md).")
+        "rollout/staleness is logged; algorithm.sampler_correction: true corrects the lag. 0: on-policy (docs/scaling.md).")
 
 
 class RewardSpec(Section):

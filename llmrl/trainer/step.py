@@ -330,7 +330,7 @@ def collect(run: "Run", state: "TrainState", step: int, *, staleness: int = 0) -
     indices = indices[mine]
     raw = run.train_data[indices][cfg.data.prompt_column]
     prompt_texts = format_prompts(cfg, run.tokenizer, raw)
-    tis = correction_enabled(alg.sampler_correction, cfg.rollout.engine, cfg.rollout.max_staleness)
+    tis = correction_enabled(alg.sampler_correction, cfg.rollout.engine)
     sampling = SamplingParams(temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k,
                               max_new_tokens=cfg.rollout.max_completion_length, stop=tuple(cfg.rollout.stop),
                               seed=sampling_seed(cfg, step, mine.start), logprobs=tis)   # sampler log-probs for TIS
@@ -420,7 +420,7 @@ def rl_step(run: "Run", state: "TrainState", step: int, *, pretrain: bool = Fals
     G = cfg.rollout.num_generations
     timers = Timers()
     t_step = time.perf_counter()
-    tis = correction_enabled(alg.sampler_correction, cfg.rollout.engine, cfg.rollout.max_staleness)
+    tis = correction_enabled(alg.sampler_correction, cfg.rollout.engine)
     collected, rewards = collect_and_score(run, state, step, timers, pretrain=pretrain)
     batch = collected.batch
     flat = no_signal_groups(rewards.total, G, alg.advantage)                            # [B] (or [1])
