@@ -350,7 +350,7 @@ def _stdlib_imports(program: str) -> list:
             continue
         if all(m.split(".")[0] in std and m.split(".")[0] not in ("antigravity", "this")
                for m in mods):
-            out.append(compile(ast.Module(body=[node], type_ignores=[]), "imports", "exec"))
+            out.append(compile(ast.Module(body=[node], type_ignores=[]), "imports", "exec", dont_inherit=True))
     return out
 
 
@@ -366,7 +366,7 @@ def _names_of(code) -> frozenset:  # noqa: ANN001
 
 def _compile_test(src: str, i: int):
     try:
-        code = compile(src, f"test_{i}", "exec")
+        code = compile(src, f"test_{i}", "exec", dont_inherit=True)
     except (SyntaxError, ValueError, MemoryError, RecursionError, OverflowError):
         return None
     return code, _names_of(code)
@@ -468,7 +468,7 @@ def _judge_job(spec: dict, out: Out, per_test: float, t_start: float) -> None:
     if spec.get("setup"):
         try:
             _arm(per_test)
-            exec(_cached(("setup", spec["setup"]), lambda: compile(spec["setup"], "setup.py", "exec")), ns)
+            exec(_cached(("setup", spec["setup"]), lambda: compile(spec["setup"], "setup.py", "exec", dont_inherit=True)), ns)
             _disarm()
         except BaseException as e:  # noqa: BLE001
             _disarm()
@@ -556,7 +556,7 @@ def check_main(spec: dict, out_fd: int) -> None:
     out = Out(out_fd)
     ns: dict = {"__name__": "judge", "__builtins__": builtins}
     try:
-        exec(compile(spec["checker"], "checker.py", "exec"), ns)
+        exec(compile(spec["checker"], "checker.py", "exec", dont_inherit=True), ns)
     except BaseException as e:  # noqa: BLE001
         for item in spec["items"]:
             out(t="test", i=item["i"], s="error", m=f"checker failed to load: {type(e).__name__}: {e}"[:300])

@@ -82,7 +82,7 @@ APPS_PRELUDE = (
     "import fractions\nfrom typing import List, Tuple, Dict, Optional, Set\nimport random\n"
     "import heapq\nfrom heapq import *\nimport bisect\nimport string\nimport re\n"
 )
-_prelude_code = compile(APPS_PRELUDE, "<prelude>", "exec")
+_prelude_code = compile(APPS_PRELUDE, "<prelude>", "exec", dont_inherit=True)
 _PRELUDE_NS: dict = {}
 exec(_prelude_code, _PRELUDE_NS)  # once; each program's namespace gets a copy of the names
 _PRELUDE_NS.pop("__builtins__", None)
@@ -347,13 +347,13 @@ def _load_program(spec: dict, ns: dict, prelude: bool) -> tuple[str, dict] | Non
     if prelude:
         ns.update(_PRELUDE_NS)
     try:
-        code = compile(spec["program"], "solution.py", "exec")
+        code = compile(spec["program"], "solution.py", "exec", dont_inherit=True)
     except (SyntaxError, ValueError, OverflowError, MemoryError, RecursionError) as e:
         return "cerr", {"e": type(e).__name__, "m": str(e)[:500]}
     try:
         exec(code, ns)
         if spec.get("imports"):
-            exec(compile(spec["imports"], "setup_imports", "exec"), ns)
+            exec(compile(spec["imports"], "setup_imports", "exec", dont_inherit=True), ns)
     except SystemExit as e:
         _flush()
         return "exit", {"code": e.code if type(e.code) is int else (0 if e.code is None else 1)}

@@ -105,6 +105,24 @@ def test_all_test_forms(ex):
     assert "ZeroDivisionError" in rs[9].detail
 
 
+def test_programs_compile_as_plain_python(ex):
+    """The sandbox's own modules use ``from __future__ import annotations``; a program, a test or a
+    setup must not inherit that flag, or annotations turn into strings and an undefined annotation
+    name passes where plain Python (and the original APPS harness) raises NameError."""
+    prog = "def f(x: int) -> int:\n    return x\n"
+    bad = "def g(x: UndefinedName):\n    return x\n"
+    rs = ex.run([
+        Job(prog + "print(f.__annotations__)\n", StdioTests([""], ["{'x': <class 'int'>, 'return': <class 'int'>}"])),
+        Job(prog, AssertTests(["def h(y: int): pass\nassert h.__annotations__ == {'y': int}"])),
+        Job(prog, AssertTests(["assert h(1) == 1"], "def h(y: int): return y\nassert h.__annotations__ == {'y': int}\n")),
+        Job("n = int(input())\ndef f(x: int): return x\nprint(f.__annotations__['x'] is int)\n",
+            StdioTests(["1\n"], ["True"])),
+        Job(bad, AssertTests(["assert g(1) == 1"])),
+    ])
+    assert [r.outcome for r in rs] == [Outcome.PASS] * 4 + [Outcome.COMPILE_ERROR], rs
+    assert "NameError" in rs[4].detail
+
+
 def test_test_case_average_mode(ex):
     prog = "n = int(input())\nprint(n if n < 3 else -1)\n"
     [r] = ex.run([Job(prog, StdioTests(["1", "2", "3", "4"], ["1", "2", "3", "4"]),
