@@ -98,12 +98,15 @@ def run(jobs_file: Path = typer.Argument(..., help="JSONL, one Job.to_dict() per
         workers: Optional[int] = typer.Option(None, min=1, help="concurrent jobs"),
         isolation: str = _ISOLATION,
         server: Optional[list[str]] = typer.Option(None, help="run on these servers instead"),
-        token: Optional[str] = typer.Option(None, envvar="LLMRL_SANDBOX_TOKEN", help=_TOKEN_HELP)) -> None:
+        token: Optional[str] = typer.Option(None, envvar="LLMRL_SANDBOX_TOKEN", help=_TOKEN_HELP),
+        give_up_after: float = typer.Option(30.0, min=0.0, help="with --server: seconds every server may be down "
+                                            "before the run fails")) -> None:
     """Run jobs from a JSONL file and print one JobResult JSON per line.
 
-    Exits 1 if any job could not be run (outcome sandbox_error), 2 if a server refuses the token."""
+    Exits 1 if any job could not be run (outcome sandbox_error, or no server up at all), 2 if a
+    server refuses the token."""
     from llmrl.sandbox import HTTPExecutor, Job, Outcome, local_executor
-    from llmrl.sandbox.client import SandboxAuthError
+    from llmrl.sandbox.client import SandboxAuthError, SandboxUnavailable
     try:
         lines = (sys.stdin if str(jobs_file) == "-" else jobs_file.open()).read().splitlines()
     except OSError as e:
@@ -112,12 +115,15 @@ def run(jobs_file: Path = typer.Argument(..., help="JSONL, one Job.to_dict() per
         jobs = [Job.from_dict(json.loads(l)) for l in lines if l.strip()]
     except ValueError as e:
         raise typer.BadParameter(f"{jobs_file}: {e}") from None
-    ex = HTTPExecutor(server, token=token) if server else local_executor(workers=workers, isolation=isolation)
+    ex = (HTTPExecutor(server, token=token, unavailable_after_s=give_up_after) if server
+          else local_executor(workers=workers, isolation=isolation))
     try:
         with ex:
             results = ex.run(jobs)
     except SandboxAuthError as e:
         _fail(str(e))
+    except SandboxUnavailable as e:
+        _fail(f"no job could be run: {e}", code=1)
     for r in results:
         typer.echo(json.dumps(r.to_dict()))
     failed = [r for r in results if r.outcome is Outcome.SANDBOX_ERROR]

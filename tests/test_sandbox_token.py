@@ -121,10 +121,9 @@ def _free_port() -> int:
 
 def test_cli_run_exits_nonzero_when_jobs_could_not_run(tmp_path):
     dead = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
-    proc = _cli("sandbox", "run", str(_jobs_file(tmp_path)), "--server", dead)
+    proc = _cli("sandbox", "run", str(_jobs_file(tmp_path)), "--server", dead, "--give-up-after", "1")
     assert proc.returncode == 1, proc.stderr
-    assert "could not be run" in proc.stderr
-    assert json.loads(proc.stdout.splitlines()[0])["outcome"] == "sandbox_error"
+    assert "no job could be run" in proc.stderr and dead in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_cli_serve_busy_or_invalid_port_exits_2():
