@@ -16,7 +16,7 @@ import yaml
 
 import engine_fixtures
 from llmrl.config.load import RecipeError, validate_recipe
-from llmrl.trainer.loop import check_multi_process, train
+from llmrl.trainer.loop import check_multi_process, resume_conflicts, train
 from test_trainer import comparable, metrics, recipe, trainable
 
 TESTS = Path(__file__).resolve().parent
@@ -57,6 +57,15 @@ def test_staleness_is_validated_and_refused_with_several_processes(tmp_path):
         validate_recipe(recipe(tmp_path, rollout={"max_staleness": 2}))
     with pytest.raises(ValueError, match=r"rollout\.max_staleness: 1 runs in one process"):
         check_multi_process(validate_recipe(recipe(tmp_path, rollout={"max_staleness": 1})), 2)
+
+
+def test_a_checkpoint_from_before_the_key_resumes_unless_the_recipe_turns_it_on(tmp_path):
+    cfg = validate_recipe(recipe(tmp_path))
+    saved = cfg.model_dump(mode="json")
+    del saved["rollout"]["max_staleness"]        # written before rollout.max_staleness existed
+    assert resume_conflicts(saved, cfg) == []
+    stale = validate_recipe(recipe(tmp_path, rollout={"max_staleness": 1}))
+    assert resume_conflicts(saved, stale) == ["rollout.max_staleness: checkpoint has None, recipe has 1"]
 
 
 @pytest.mark.slow   # three CLI runs: ~60 s at load 2, 145 s at load 6

@@ -206,11 +206,14 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def resume_conflicts(saved: dict[str, Any], new: RecipeConfig) -> list[str]:
-    """Recipe keys that differ from the checkpoint's and cannot change mid-run."""
+    """Recipe keys that differ from the checkpoint's and cannot change mid-run. A key the
+    checkpoint's recipe lacks (added to the schema after it was written) counts as its default,
+    so an upgrade alone does not make a checkpoint unresumable."""
     old, cur = _flat(saved), _flat(new.model_dump(mode="json"))
+    defaults = _flat(type(new)().model_dump(mode="json"))
     return [f"{k}: checkpoint has {old.get(k)!r}, recipe has {cur.get(k)!r}"
             for k in sorted(old.keys() | cur.keys())
-            if old.get(k) != cur.get(k) and k not in RESUMABLE_CHANGES and not k.startswith("logging.")]
+            if old.get(k, defaults.get(k)) != cur.get(k) and k not in RESUMABLE_CHANGES and not k.startswith("logging.")]
 
 
 def setup(cfg: RecipeConfig, *, resume: bool = False) -> tuple[Run, TrainState]:
