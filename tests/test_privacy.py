@@ -261,3 +261,43 @@ def test_kill_9_and_resume_keep_the_ledger_exact(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     a, b = (json.loads((d / "summary.json").read_text())["privacy"] for d in (tmp_path / "ref", killed))
     assert b["ledger"] == a["ledger"] and b["epsilon"] == a["epsilon"] and b["trajectory"] == a["trajectory"]
+
+
+def test_sac_zero_action_is_fixed_dp_sgd_and_the_noise_paces_the_budget(tmp_path):
+    """The SAC hyper-policy acts relative to fixed DP-SGD: its zero action sets fixed's knobs (the
+    groups' combined clip is fixed's C, the accounted noise is fixed's sigma) and, once a run has
+    spent less (more) than fixed would have, the zero action's noise goes down (up) to finish on budget."""
+    from llmrl.models.load import load_model_and_tokenizer
+    from llmrl.privacy.controllers import Observation
+    from llmrl.privacy.engine import build_private
+
+    cfg = {c: load_recipe(RECIPE, SMALL + [f"privacy.controller={c}", "privacy.target_epsilon=4.0"]) for c in ("fixed", "sac")}
+    dp = {}
+    for c in ("fixed", "sac"):
+        model, _ = load_model_and_tokenizer(cfg[c].model.name_or_path, lora_r=8, lora_alpha=16, device="cpu")
+        dp[c] = build_private(cfg[c].privacy, model, torch.optim.SGD([p for p in model.parameters() if p.requires_grad],
+                              lr=0.1), num_rows=48, batch_size=8, total_steps=6, seed=0)
+    fixed, sac = dp["fixed"].controller.knobs, dp["sac"].controller
+    G = sac.num_groups
+    zero = torch.zeros(G + 1)
+    knobs = sac.knobs_of(zero, dp["sac"].pace_noise())
+    assert G > 1 and dp["sac"].pace_noise() == dp["fixed"].baseline_sigma   # empty ledger: on fixed's schedule
+    assert math.sqrt(sum(c * c for c in knobs.clips)) == pytest.approx(fixed.clips[0], rel=1e-12)
+    assert effective_noise(knobs.sigmas) == pytest.approx(fixed.sigmas[0], rel=1e-12)
+    assert knobs.clips == sac.baseline.clips and knobs.sigmas == sac.baseline.sigmas
+    # the untrained policy explores close to the zero action
+    obs = Observation(progress=0.0, epsilon_frac=0.0, noisy_norms=[1.0] * G, noisy_norms_ema=[1.0] * G,
+                      update_ratio=0.0, val_loss=1.0, val_loss_start=1.0)
+    assert sac.agent.act(sac.features(obs)).abs().max() < 0.5
+    # a full action moves each knob by at most action_range, inside the configured bounds
+    far = sac.knobs_of(torch.ones(G + 1))
+    assert far.clips == pytest.approx([2.0 * c for c in sac.baseline.clips])
+    assert effective_noise(far.sigmas) == pytest.approx(2.0 * fixed.sigmas[0])
+    # pacing: after 3 of 6 steps at more (less) noise than fixed, the reference noise drops (rises)
+    b = dp["sac"].baseline_sigma
+    for sigma, below in ((2 * b, True), (0.9 * b, False)):
+        dp["sac"].engine.accountant.history[:] = [(sigma, 8 / 48, 3)]
+        pace = dp["sac"].pace_noise()
+        assert (pace < b) if below else (pace > b)
+        # the rest at the pace noise lands on the budget: within it, and close to it
+        assert 3.9 <= epsilon_of([(sigma, 8 / 48, 3), (pace, 8 / 48, 3)], 1e-5) <= 4.0

@@ -327,6 +327,8 @@ class SacConfig(Section):
 
     interval: int = Field(10, gt=0, description="K: optimizer steps each action is held for (RLDP used 112).")
     warmup_intervals: int = Field(1, ge=0, description="First M intervals use the baseline (fixed) action.")
+    action_range: float = Field(2.0, ge=1.0, description="How far the policy may move each knob from fixed "
+                                "DP-SGD's: a factor each way (action 0 = fixed's clip and budget-paced noise).")
     privacy_cost: float = Field(1.0, ge=0.0, description="lambda in reward = relative validation improvement "
                                 "- lambda * epsilon spent in the interval / target epsilon.")
     hidden: int = Field(128, gt=0, description="Width of the two hidden layers of actor and critics.")

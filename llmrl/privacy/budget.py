@@ -76,7 +76,9 @@ class Budget:
         rest = self.total_steps - done - steps
         if rest < 0:
             raise ValueError(f"{steps} more steps would exceed the run's {self.total_steps} steps ({done} done)")
-        plan = list(history) + [(sigma_eff, self.sample_rate, steps), (self.sigma_max, self.sample_rate, rest)]
+        return self._epsilon(list(history) + [(sigma_eff, self.sample_rate, steps), (self.sigma_max, self.sample_rate, rest)])
+
+    def _epsilon(self, plan: History) -> float:
         if self.accountant == "rdp":  # same orders and conversion as RDPAccountant, one-step RDP cached
             return rdp_epsilon(plan, self.delta)
         return epsilon_of(plan, self.delta, self.accountant)
@@ -110,4 +112,27 @@ class Budget:
                 hi = mid
             else:
                 lo = mid
+        return hi
+
+    def even_noise(self, history: History, *, lo: float, hi: float, tol: float = 1e-3) -> float:
+        """The one noise multiplier that, held for every remaining step, ends the run exactly at the
+        limit (bisection in [lo, hi]; lo when even that under-spends, hi when even that over-spends).
+
+        The SAC controller's noise reference: acting relative to it, a policy that spent too much
+        early gets more noise later and one that saved gets less, instead of spending the budget up
+        front and leaving the filter to pin the rest of the run at ``sigma_max``."""
+        rest = self.total_steps - sum(h[2] for h in history)
+        if rest <= 0:
+            return hi
+
+        def final(sigma: float) -> float:
+            return self._epsilon(list(history) + [(sigma, self.sample_rate, rest)])
+
+        if final(lo) <= self.limit:
+            return lo
+        if final(hi) > self.limit:
+            return hi
+        while hi - lo > tol * hi:
+            mid = (lo * hi) ** 0.5  # geometric: the range spans orders of magnitude
+            lo, hi = (lo, mid) if final(mid) <= self.limit else (mid, hi)
         return hi

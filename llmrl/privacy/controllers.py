@@ -13,6 +13,7 @@ from typing import Protocol
 
 import torch
 
+from llmrl.privacy.dp_optimizer import effective_noise
 from llmrl.privacy.sac import SacAgent, SacSettings
 
 
@@ -34,6 +35,7 @@ class Observation:
     update_ratio: float             # ||update|| / ||weights|| of the trained parameters over the interval
     val_loss: float                 # validation loss (held-out or public rows)
     val_loss_start: float           # the first validation loss, to scale val_loss
+    pace_sigma: float | None = None # noise that spends the remaining budget evenly (None: fixed's sigma)
 
 
 class Controller(Protocol):
@@ -60,32 +62,40 @@ class FixedController:
         pass
 
 
-def log_uniform(a: float, lo: float, hi: float) -> float:
-    """Map a in [-1, 1] to [lo, hi] log-uniformly.
+def relative(a: float, reference: float, log_range: float) -> float:
+    """Map a in [-1, 1] to reference * exp(a * log_range): a = 0 is the reference itself.
 
-    >>> [round(log_uniform(a, 0.1, 10), 9) for a in (-1, 0, 1)]
-    [0.1, 1.0, 10.0]
+    >>> [round(relative(a, 2.0, math.log(2)), 9) for a in (-1, 0, 1)]
+    [1.0, 2.0, 4.0]
     """
     a = min(max(a, -1.0), 1.0)
-    return float(math.exp(math.log(lo) + (a + 1) / 2 * (math.log(hi) - math.log(lo))))
-
-
-def inverse_log_uniform(x: float, lo: float, hi: float) -> float:
-    x = min(max(x, lo), hi)
-    return 2 * (math.log(x) - math.log(lo)) / (math.log(hi) - math.log(lo)) - 1
+    return float(reference * math.exp(a * log_range))
 
 
 @dataclass
 class SacController:
-    """RLDP: SAC acts on ``[C_1..C_G, sigma_eff]`` (G + 1 dims, tanh-squashed, mapped log-uniformly
-    to [clip_min, clip_max] and [sigma_min, sigma_max]); each group gets sigma_g = sigma_eff *
-    sqrt(G), so the accounted noise is sigma_eff. The first ``warmup`` intervals use the baseline
-    action; reward = relative validation improvement - privacy_cost * epsilon spent / target."""
+    """RLDP: SAC acts on ``[a_1..a_G, a_noise]`` in [-1, 1]^(G+1) (tanh-squashed), RELATIVE to
+    fixed DP-SGD, so the zero action is fixed DP-SGD's knobs and the policy only moves away from
+    them as far as ``action_range`` (a factor each way) allows:
+
+    - clip C_g = baseline C_g * exp(a_g * ln action_range) (baseline: C / sqrt(G) per group, whose
+      combined bound is fixed's C);
+    - noise sigma_eff = pace * exp(a_noise * ln action_range), where ``pace`` (``Observation.pace_sigma``)
+      is the noise that would spend the remaining budget evenly: fixed's sigma while the ledger is on
+      fixed's schedule, more after the policy saved less, so it cannot front-load the budget;
+    - each group gets sigma_g = sigma_eff * sqrt(G), so the accounted noise is sigma_eff.
+
+    Knobs are then held to [clip_min, clip_max] and [sigma_min, sigma_max]; the privacy filter
+    still has the last word. Why relative: from-scratch actions over the whole ranges (the first
+    design) set clips of 4-13 and noise of 0.7-20 from ~30 transitions and lost 16-28% perplexity
+    to fixed (docs/benchmarks.md). The first ``warmup`` intervals use the zero action; reward =
+    relative validation improvement - privacy_cost * epsilon spent / target."""
 
     num_groups: int
     baseline: Knobs
     clip_range: tuple[float, float]
     sigma_range: tuple[float, float]
+    action_range: float = 2.0
     warmup: int = 1
     privacy_cost: float = 1.0
     settings: SacSettings = field(default_factory=SacSettings)
@@ -95,12 +105,12 @@ class SacController:
     _last: tuple[torch.Tensor, torch.Tensor, float] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
+        if self.action_range < 1.0:
+            raise ValueError(f"privacy.sac.action_range: {self.action_range} must be >= 1 (a factor each way)")
         self.action_dim = self.num_groups + 1
         self.agent = SacAgent(self.state_dim, self.action_dim, settings=self.settings, seed=self.seed)
-        G = self.num_groups
-        self.prev_action = torch.tensor(
-            [inverse_log_uniform(c, *self.clip_range) for c in self.baseline.clips]
-            + [inverse_log_uniform(self.baseline.sigmas[0] / math.sqrt(G), *self.sigma_range)])
+        self.prev_action = torch.zeros(self.action_dim)
+        self.baseline_sigma_eff = effective_noise(self.baseline.sigmas)
 
     @property
     def state_dim(self) -> int:
@@ -113,19 +123,23 @@ class SacController:
                   obs.val_loss / scale]
         return torch.cat([torch.tensor(public, dtype=torch.float32), self.prev_action.float()])
 
-    def knobs_of(self, action: torch.Tensor) -> Knobs:
-        G = self.num_groups
-        clips = [log_uniform(float(a), *self.clip_range) for a in action[:G]]
-        sigma_eff = log_uniform(float(action[G]), *self.sigma_range)
-        return Knobs(clips=clips, sigmas=[sigma_eff * math.sqrt(G)] * G)
+    def knobs_of(self, action: torch.Tensor, pace_sigma: float | None = None) -> Knobs:
+        """The knobs of ``action`` given the pacing noise (None: fixed's sigma)."""
+        G, r = self.num_groups, math.log(self.action_range)
+        lo, hi = self.clip_range
+        clips = [min(max(relative(float(a), c, r), lo), hi) for a, c in zip(action[:G], self.baseline.clips)]
+        ref = self.baseline_sigma_eff if pace_sigma is None else pace_sigma
+        sigma_eff = min(max(relative(float(action[G]), ref, r), self.sigma_range[0]), self.sigma_range[1])
+        scale = sigma_eff / self.baseline_sigma_eff  # exactly 1.0 at the zero action on fixed's schedule
+        return Knobs(clips=clips, sigmas=[s * scale for s in self.baseline.sigmas])
 
     def propose(self, obs: Observation) -> Knobs:
         state = self.features(obs)
-        action = self.prev_action.clone() if self.intervals < self.warmup else self.agent.act(state)
+        action = torch.zeros(self.action_dim) if self.intervals < self.warmup else self.agent.act(state)
         self._last = (state, action, obs.val_loss)
         self.prev_action = action
         self.intervals += 1
-        return self.knobs_of(action)
+        return self.knobs_of(action, obs.pace_sigma)
 
     def feedback(self, obs: Observation, epsilon_frac_of_interval: float) -> dict[str, float]:
         """Store the finished interval's transition (``epsilon_frac_of_interval`` = epsilon it spent

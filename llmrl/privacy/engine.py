@@ -75,12 +75,28 @@ class PrivateTraining:
         return entry
 
 
+    def pace_noise(self) -> float:
+        """The SAC noise reference: fixed's sigma, corrected by how far the ledger is off fixed's
+        schedule (``Budget.even_noise`` of the ledger over that of fixed's ledger after as many
+        steps), so exactly fixed's sigma while the run spends like fixed DP-SGD."""
+        done = sum(h[2] for h in self.ledger)
+        on_schedule = [(self.baseline_sigma, self.budget.sample_rate, done)]
+        if math.isclose(rdp_epsilon(self.ledger, self.cfg.delta), rdp_epsilon(on_schedule, self.cfg.delta), rel_tol=1e-9):
+            return self.baseline_sigma
+        return self.baseline_sigma * (_even_noise(self.budget, tuple(map(tuple, self.ledger)))
+                                      / _even_noise(self.budget, tuple(on_schedule)))
+
     def restore(self, entry: dict[str, Any]) -> None:
         """Put back the knobs of a trajectory entry (resume in the middle of an interval)."""
         if isinstance(self.optimizer, AdaClipDPOptimizer):
             self.optimizer.max_grad_norm, self.optimizer.noise_multiplier = entry["clips"][0], entry["sigma_eff"]
         else:
             self.optimizer.set_knobs(entry["clips"], entry["sigmas"])
+
+
+@lru_cache(maxsize=256)
+def _even_noise(budget: Budget, ledger: tuple) -> float:
+    return budget.even_noise(list(ledger), lo=min(budget.sigma_max, 0.05), hi=budget.sigma_max)
 
 
 @lru_cache(maxsize=64)
@@ -130,7 +146,7 @@ def build_private(cfg: PrivacyConfig, model: torch.nn.Module, optimizer: torch.o
         s = cfg.sac
         controller = SacController(
             num_groups=G, baseline=baseline, clip_range=(cfg.clip_min, cfg.clip_max),
-            sigma_range=(cfg.sigma_min, cfg.sigma_max), warmup=s.warmup_intervals, privacy_cost=s.privacy_cost,
+            sigma_range=(cfg.sigma_min, cfg.sigma_max), action_range=s.action_range, warmup=s.warmup_intervals, privacy_cost=s.privacy_cost,
             settings=SacSettings(hidden=s.hidden, lr=s.lr, gamma=s.gamma, updates_per_transition=s.updates_per_interval),
             seed=seed)
         if s.warm_start:

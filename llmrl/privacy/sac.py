@@ -27,6 +27,10 @@ class SacSettings:
     batch_size: int = 64
     buffer_size: int = 10_000
     updates_per_transition: int = 8
+    init_std: float = 0.1  # the untrained actor: mean ~0 (the baseline action), this std before tanh
+    # entropy temperature at the start: rewards per interval are ~1e-2, so alpha = 1 (the usual start)
+    # makes entropy the whole objective, and ~100 updates per run cannot tune it down
+    init_alpha: float = 1e-3
 
 
 class SacAgent:
@@ -48,9 +52,16 @@ class SacAgent:
             self.actor = mlp(state_dim, 2 * action_dim, h)
             self.q1, self.q2 = mlp(state_dim + action_dim, 1, h), mlp(state_dim + action_dim, 1, h)
             self.q1_target, self.q2_target = mlp(state_dim + action_dim, 1, h), mlp(state_dim + action_dim, 1, h)
+            # start near the baseline action with little exploration: ~30 transitions per run cannot
+            # pay for exploring the whole action box (the default init explores it at std ~1)
+            head = self.actor[-1]
+        with torch.no_grad():
+            head.weight.mul_(0.01)
+            head.bias.zero_()
+            head.bias[action_dim:] = math.log(self.cfg.init_std)
         self.q1_target.load_state_dict(self.q1.state_dict())
         self.q2_target.load_state_dict(self.q2.state_dict())
-        self.log_alpha = torch.zeros((), requires_grad=True)
+        self.log_alpha = torch.tensor(math.log(self.cfg.init_alpha), requires_grad=True)
         self.target_entropy = -float(action_dim)
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=self.cfg.lr)
         self.q_opt = torch.optim.Adam([*self.q1.parameters(), *self.q2.parameters()], lr=self.cfg.lr)

@@ -164,7 +164,8 @@ def train_sft(cfg: RecipeConfig, *, resume: bool = False) -> dict[str, Any]:
         wn = math.sqrt(sum(float(p.detach().pow(2).sum()) for p in params))
         return Observation(progress=step / T, epsilon_frac=dp.epsilon() / pc.target_epsilon, noisy_norms=norms,
                            noisy_norms_ema=ema, update_ratio=upd / max(wn, 1e-12), val_loss=curve[-1]["val_loss"],
-                           val_loss_start=curve[0]["val_loss"])
+                           val_loss_start=curve[0]["val_loss"],
+                           pace_sigma=dp.pace_noise() if pc.controller == "sac" else None)
 
     try:
         for step in range(start, T):
