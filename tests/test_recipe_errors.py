@@ -111,7 +111,7 @@ def test_debug_shows_the_traceback(tmp_path):
 @pytest.mark.parametrize("vllm, expected", [
     ("{mode: servr}", ["rollout.vllm.mode", "'colocated' or 'server'"]),
     ("{server_url: 'http://127.0.0.1:8000'}", ["rollout.vllm.server_url", "mode 'server' only"]),
-    ("{weights_dir: /tmp/w}", ["rollout.vllm.weights_dir", "mode 'server' only"]),
+    ("{weights_dir: runs/w}", ["rollout.vllm.weights_dir", "mode 'server' only"]),
     ("{mode: server, server_url: '127.0.0.1:8000'}", ["rollout.vllm.server_url", "http://HOST:PORT"]),
     ("{mode: server, sleep_mode: true}", ["rollout.vllm.sleep_mode", "mode 'colocated' only"]),
 ])
