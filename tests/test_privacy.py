@@ -299,5 +299,6 @@ def test_sac_zero_action_is_fixed_dp_sgd_and_the_noise_paces_the_budget(tmp_path
         dp["sac"].engine.accountant.history[:] = [(sigma, 8 / 48, 3)]
         pace = dp["sac"].pace_noise()
         assert (pace < b) if below else (pace > b)
+        assert effective_noise(sac.knobs_of(zero, pace).sigmas) == pytest.approx(pace, rel=1e-12)  # the zero action follows it
         # the rest at the pace noise lands on the budget: within it, and close to it
         assert 3.9 <= epsilon_of([(sigma, 8 / 48, 3), (pace, 8 / 48, 3)], 1e-5) <= 4.0
