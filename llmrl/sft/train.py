@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,16 @@ from llmrl.sft.corpus import corpus_texts, pad_batch, sequence_nll, tokenize
 from llmrl.trainer.checkpoint import load_latest, load_trainable, save_checkpoint, set_rng_state
 from llmrl.trainer.loop import pick_device, seed_everything
 from llmrl.trainer.updater import build_optimizer
+
+
+def _backward(loss: torch.Tensor) -> None:
+    """Opacus' per-sample hooks on the first trainable layer see an input that needs no gradient
+    (frozen embeddings under LoRA), and torch warns about it on every backward; grad_output is all
+    Opacus reads there, so the warning says nothing a user can act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Full backward hook is firing when gradients are computed",
+                                category=UserWarning)
+        loss.backward()
 
 
 class AdapterNotUpdated(RuntimeError):
@@ -184,7 +195,7 @@ def train_sft(cfg: RecipeConfig, *, resume: bool = False) -> dict[str, Any]:
                 _empty_step(params)
             for j, rows in enumerate(micro):
                 loss = _loss(module, [train_rows[i] for i in rows], tok.pad_token_id, device)
-                loss.backward()
+                _backward(loss)
                 loss_sum += float(loss.detach()) * len(rows)
                 if dp is not None and j < len(micro) - 1:
                     optimizer.signal_skip_step(True)   # clip + accumulate now, noise once at the last micro-batch
