@@ -295,7 +295,9 @@ def test_sac_zero_action_is_fixed_dp_sgd_and_the_noise_paces_the_budget(tmp_path
     assert effective_noise(far.sigmas) == pytest.approx(2.0 * fixed.sigmas[0])
     # pacing: after 3 of 6 steps at more (less) noise than fixed, the reference noise drops (rises)
     b = dp["sac"].baseline_sigma
-    for sigma, below in ((2 * b, True), (0.9 * b, False)):
+    # and no interval may spend so much that the rest of the run needs more than action_range x fixed's noise
+    assert dp["sac"].budget.sigma_max == pytest.approx(2.0 * b) and dp["fixed"].budget.sigma_max == 20.0
+    for sigma, below in ((2 * b, True), (0.97 * b, False)):
         dp["sac"].engine.accountant.history[:] = [(sigma, 8 / 48, 3)]
         pace = dp["sac"].pace_noise()
         assert (pace < b) if below else (pace > b)
