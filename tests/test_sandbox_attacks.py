@@ -242,36 +242,32 @@ def test_no_network_to_loopback(ex):
     assert r.outcome is Outcome.PASS  # connect failed, the program fell back to the answer
 
 
-def test_daemons_and_files_do_not_persist(ex):
-    daemon = ("import os, time\ndef f(x):\n    if os.fork() == 0:\n        os.setsid()\n"
-              "        if os.fork() == 0:\n            time.sleep(0.3)\n"
-              "            open('late.txt', 'w').write('from a daemon')\n"
-              "            open('/tmp/late.txt', 'w').write('from a daemon')\n"
-              "            time.sleep(1000)\n        os._exit(0)\n"
-              "    open('state.txt', 'w').write('x')\n    return x + 1\n")
+_DAEMON = ("import os, time\ndef f(x):\n    if os.fork() == 0:\n        os.setsid()\n"
+           "        if os.fork() == 0:\n            time.sleep(0.3)\n"
+           "            open('late.txt', 'w').write('from a daemon')\n"
+           "            open('/tmp/late.txt', 'w').write('from a daemon')\n"
+           "            time.sleep(1000)\n        os._exit(0)\n"
+           "    open('state.txt', 'w').write('x')\n    return x + 1\n")
+# clone(CLONE_PARENT) makes the new process a child of the fork server, not an orphan of
+# the namespace's init: the sweep's fast path must not miss it, and it must be reaped
+_CLONE_PARENT_SIBLING = ("import ctypes, os, time\n"
+                         "def f(x):\n    libc = ctypes.CDLL(None, use_errno=True)\n"
+                         "    libc.syscall.restype = ctypes.c_long\n"
+                         "    if libc.syscall(56, 0x8000 | 17, 0, 0, 0, 0) == 0:\n"  # clone(CLONE_PARENT|SIGCHLD)
+                         "        time.sleep(0.3)\n"
+                         "        open('/tmp/late_sibling.txt', 'w').write('from a sibling')\n"
+                         "        time.sleep(1000)\n        os._exit(0)\n"
+                         "    return x + 1\n")
+
+
+@pytest.mark.parametrize("leaver", [_DAEMON, _CLONE_PARENT_SIBLING], ids=["daemon", "clone_parent_sibling"])
+def test_leftover_processes_and_files_do_not_persist(ex, leaver):
+    """A job's processes that outlive it (a double-forked daemon, a CLONE_PARENT sibling) and
+    the files they write later never reach the next jobs in the same slot."""
     reader = ("import os, time\ndef f(x):\n    time.sleep(0.4)\n"
               "    return x + 1 + len(os.listdir('.')) + len(os.listdir('/tmp'))\n")
     for _ in range(2):
-        rs = ex.run([Job(daemon, TESTS, FAST)] * 2 + [Job(reader, TESTS, FAST)] * 2)
-        assert [r.outcome for r in rs] == [Outcome.PASS] * 4, rs
-    assert_clean(ex)
-
-
-def test_clone_parent_siblings_do_not_persist(ex):
-    # clone(CLONE_PARENT) makes the new process a child of the fork server, not an orphan of
-    # the namespace's init: the sweep's fast path must not miss it, and it must be reaped
-    sibling = ("import ctypes, os, time\n"
-               "def f(x):\n    libc = ctypes.CDLL(None, use_errno=True)\n"
-               "    libc.syscall.restype = ctypes.c_long\n"
-               "    if libc.syscall(56, 0x8000 | 17, 0, 0, 0, 0) == 0:\n"  # clone(CLONE_PARENT|SIGCHLD)
-               "        time.sleep(0.3)\n"
-               "        open('/tmp/late_sibling.txt', 'w').write('from a sibling')\n"
-               "        time.sleep(1000)\n        os._exit(0)\n"
-               "    return x + 1\n")
-    reader = ("import os, time\ndef f(x):\n    time.sleep(0.4)\n"
-              "    return x + 1 + len(os.listdir('/tmp'))\n")
-    for _ in range(2):
-        rs = ex.run([Job(sibling, TESTS, FAST)] * 2 + [Job(reader, TESTS, FAST)] * 2)
+        rs = ex.run([Job(leaver, TESTS, FAST)] * 2 + [Job(reader, TESTS, FAST)] * 2)
         assert [r.outcome for r in rs] == [Outcome.PASS] * 4, rs
     assert_clean(ex)
 
