@@ -63,3 +63,38 @@ def test_demonstration_is_what_the_agent_loop_produces():
     assert batch.extras["agent"][0]["searches"] == 1
     assert research_f1_reward([""], batch.completions, answers=[row["answers"]]) == [1.0]
     assert json.loads(first.split("<tool_call>")[1])["arguments"]["query"] == [row["question"].split(" of ")[1][:-1]]
+
+
+def test_guess_fraction_turns_that_share_of_warm_demonstrations_into_searchless_guesses():
+    """The mixed warm start (data.args.guess_fraction): a share of the warm split's traces answer
+    without a tool call, drawn per row (the same entity gets both kinds), and score F1 0; the rows
+    that still search, every question and the train/test splits are what they are without it."""
+    args = dict(num_entities=40, warm_fraction=0.5)
+    plain = fact_lookup_dataset("warm", n=400, **args)
+    mixed = fact_lookup_dataset("warm", n=400, guess_fraction=0.5, **args)
+    assert mixed["prompt"] == plain["prompt"] and mixed["answers"] == plain["answers"]
+    guessed = ["<tool_call>" not in a for a in mixed["answer"]]
+    assert abs(sum(guessed) / len(guessed) - 0.5) < 0.08
+    for g, a, p in zip(guessed, mixed["answer"], plain["answer"]):
+        assert (a.startswith("<think>a</think><answer>") and "<|tool|>" not in a) if g else a == p
+    by_name = {}
+    for g, q in zip(guessed, mixed["question"]):
+        by_name.setdefault(q, set()).add(g)
+    assert sum(kinds == {True, False} for kinds in by_name.values()) > len(by_name) // 2   # not by a feature of the name
+    tok = build_char_tokenizer()
+    row = next(r for r, g in zip(mixed, guessed) if g)
+    engine = AgentEngine(Replay(tok, [row["answer"]]), tok, research_tools(search_backend(40), k=1), AgentLimits())
+    batch = engine.generate_tokens([tok(row["prompt"])["input_ids"]], SamplingParams(max_new_tokens=200), n=1)
+    assert batch.extras["agent"][0]["searches"] == 0
+    assert research_f1_reward([""], batch.completions, answers=[row["answers"]], format_penalty=-1.0) == [0.0]
+    for split in ("train", "test"):
+        assert fact_lookup_dataset(split, n=50, guess_fraction=0.5, **args).to_dict() == \
+            fact_lookup_dataset(split, n=50, **args).to_dict()
+
+
+def test_guess_fraction_out_of_range_names_the_key():
+    import pytest
+
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="data.args.guess_fraction"):
+            fact_lookup_dataset("warm", n=2, num_entities=40, warm_fraction=0.5, guess_fraction=bad)

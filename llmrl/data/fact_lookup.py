@@ -11,6 +11,10 @@ Columns: ``prompt`` (the tiny chat template's user turn), ``answers`` (gold list
 ``research_f1``), ``question``, and ``answer``: a demonstration trace (search call, the real
 tool turn, answer) that the supervised warm start trains on, rendered exactly as the agent
 loop appends it (same tools, same chat template), so warm start and RL see the same tokens.
+With ``guess_fraction`` > 0 that share of the "warm" split's demonstrations answer from
+"memory" instead (``guess``: a made-up word, no tool call), like an instruct model that often
+does not search: the warm start then searches on only part of the questions, and RL has a
+behaviour to learn (searching pays, guessing scores 0).
 
     >>> ds = fact_lookup_dataset("test", n=2, seed=0)
     >>> ds[0]["question"].startswith("capital of "), len(ds[0]["answers"])
@@ -85,6 +89,19 @@ def demonstration(e: dict, relation: str, backend, tokenizer, *, top_k: int = 1)
     return first + env + f"<think>a</think><answer>{e[relation]}</answer>"
 
 
+def guess(rng: random.Random, answer: str) -> str:
+    """A trace that answers without searching: a made-up word from the world's generator (never
+    the true ``answer``), so it scores F1 0 like a wrong guess from memory.
+
+    >>> guess(random.Random(0), "Bada")
+    '<think>a</think><answer>Vodi</answer>'
+    """
+    word = _word(rng, 2)
+    while word == answer:
+        word = _word(rng, 2)
+    return f"<think>a</think><answer>{word}</answer>"
+
+
 def split_entities(split: str, num_entities: int = 400, world_seed: int = 0, *, test_fraction: float = 0.25,
                    warm_fraction: float = 0.0) -> tuple[dict, ...]:
     """The entities a split asks about: the first ``warm_fraction`` of the world is "warm" (the
@@ -113,14 +130,27 @@ def split_entities(split: str, num_entities: int = 400, world_seed: int = 0, *, 
 
 def fact_lookup_dataset(split: str, n: int | None = None, seed: int = 0, *, num_entities: int = 400,
                         world_seed: int = 0, test_fraction: float = 0.25, warm_fraction: float = 0.0,
-                        top_k: int = 1):
-    """Questions about the split's entities (``split_entities``: "warm", "train" or "test")."""
+                        top_k: int = 1, guess_fraction: float = 0.0):
+    """Questions about the split's entities (``split_entities``: "warm", "train" or "test").
+
+    ``guess_fraction``: the share of the "warm" split's demonstrations that answer without a
+    tool call (``guess``), drawn per row with a seeded rng, not by any feature of the question,
+    so the warm-started model searches with probability ~1 - guess_fraction on every prompt and
+    RL samples both behaviours. The "train" and "test" splits are the same whatever its value.
+
+    >>> ds = fact_lookup_dataset("warm", n=8, num_entities=40, warm_fraction=0.5, guess_fraction=0.5)
+    >>> [a[:16] for a in ds["answer"][:3]]
+    ['<think>a</think>', '<think>s</think>', '<think>a</think>']
+    """
     from datasets import Dataset
 
     from llmrl.models.tiny import build_char_tokenizer
 
+    if not 0.0 <= guess_fraction < 1.0:
+        raise ValueError(f"data.args.guess_fraction: fact_lookup needs 0 <= guess_fraction < 1, got {guess_fraction!r}")
     pool = split_entities(split, num_entities, world_seed, test_fraction=test_fraction, warm_fraction=warm_fraction)
     rng = random.Random(f"{seed}-{split}")
+    guesses = random.Random(f"{seed}-{split}-guess")   # its own stream: the questions do not depend on it
     pairs = [(e, r) for e in pool for r in RELATIONS]
     rng.shuffle(pairs)
     if n is not None:
@@ -132,5 +162,8 @@ def fact_lookup_dataset(split: str, n: int | None = None, seed: int = 0, *, num_
         rows["question"].append(q)
         rows["prompt"].append(f"<|user|>{q}<|end|><|assistant|>")
         rows["answers"].append([e[r]])
-        rows["answer"].append(demonstration(e, r, backend, tok, top_k=top_k))
+        if split == "warm" and guess_fraction and guesses.random() < guess_fraction:
+            rows["answer"].append(guess(guesses, e[r]))
+        else:
+            rows["answer"].append(demonstration(e, r, backend, tok, top_k=top_k))
     return Dataset.from_dict(rows)
