@@ -32,7 +32,8 @@ __all__ = [
 ]
 
 
-def local_executor(*, workers: int | None = None, isolation: str = "auto") -> "LocalExecutor":
+def local_executor(*, workers: int | None = None, isolation: str = "auto",
+                   python: str | None = None) -> "LocalExecutor":
     """A pool of warm sandboxed workers on this machine.
 
     Args:
@@ -41,9 +42,12 @@ def local_executor(*, workers: int | None = None, isolation: str = "auto") -> "L
             seccomp + rlimits), "bwrap" (require namespaces; error if unavailable), "light"
             (no namespaces: rlimits, Landlock, seccomp), or "none" (rlimits and process groups
             only; never chosen automatically).
+        python: the interpreter that runs the slots and the programs (a path or a command on
+            PATH; default: ``$LLMRL_SANDBOX_PYTHON``, else the one running llmrl). Any CPython
+            >= 3.10: the slots use only its standard library. A 3.12+ one costs less CPU per job.
     """
     from llmrl.sandbox.local import LocalExecutor
-    return LocalExecutor(workers=workers, isolation=isolation)
+    return LocalExecutor(workers=workers, isolation=isolation, python=python)
 
 
 def isolation_report() -> dict[str, bool | str]:

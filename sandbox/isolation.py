@@ -20,6 +20,7 @@ the machine's supervisor.
 from __future__ import annotations
 
 import functools
+import json
 import marshal
 import os
 import shutil
@@ -57,11 +58,57 @@ def bwrap_path() -> str | None:
     return shutil.which("bwrap")
 
 
-def _python_paths() -> tuple[str, list[str]]:
-    """The real interpreter (not the venv shim) and the directories it needs to run."""
-    exe = os.path.realpath(sys.executable)
-    dirs = {os.path.realpath(sys.base_prefix), os.path.dirname(exe)}
-    return exe, sorted(dirs)
+PYTHON_ENV = "LLMRL_SANDBOX_PYTHON"
+MIN_SLOT_PYTHON = (3, 10)
+_ABOUT = ("import json, os, sys; print(json.dumps([sys.implementation.name, list(sys.version_info[:2]), "
+          "os.path.realpath(sys.executable), os.path.realpath(sys.base_prefix)]))")
+
+
+@dataclass(frozen=True)
+class SlotPython:
+    """The interpreter that runs a slot (fork server, judge server, the programs): its real
+    path (not a venv shim), ``(major, minor)``, and the directories it needs inside the
+    sandbox. Standard library only (``-I -S``), so any CPython >= 3.10 will do, not just the
+    one running llmrl: a 3.12+ one makes each job cheaper (its immortal objects spare the
+    children part of their copy-on-write page faults; docs/sandbox.md)."""
+
+    exe: str
+    version: tuple[int, int]
+    dirs: tuple[str, ...]
+
+
+def slot_python(python: str | None = None) -> SlotPython:
+    """``python`` (a path or a command on PATH), else ``$LLMRL_SANDBOX_PYTHON``, else the
+    interpreter running llmrl; checked by running it (ValueError naming what was asked)."""
+    return _slot_python(python or os.environ.get(PYTHON_ENV) or None, python is None)
+
+
+@functools.lru_cache(maxsize=None)
+def _slot_python(asked: str | None, from_env: bool) -> SlotPython:
+    if asked is None:
+        exe = os.path.realpath(sys.executable)
+        return SlotPython(exe, tuple(sys.version_info[:2]),
+                          tuple(sorted({os.path.realpath(sys.base_prefix), os.path.dirname(exe)})))
+    what = f"sandbox python {asked!r}" + (f" (from ${PYTHON_ENV})" if from_env else "")
+    path = shutil.which(asked)
+    if path is None:
+        raise ValueError(f"{what}: no such executable")
+    try:
+        r = subprocess.run([path, "-I", "-S", "-c", _ABOUT], capture_output=True, timeout=30)
+        impl, ver, exe, base = json.loads(r.stdout)
+    except (OSError, ValueError, subprocess.TimeoutExpired) as e:
+        err = r.stderr.decode(errors="replace").strip()[-300:] if "r" in locals() else ""
+        raise ValueError(f"{what}: does not run as a Python interpreter ({err or e})") from None
+    if impl != "cpython" or tuple(ver) < MIN_SLOT_PYTHON:
+        raise ValueError(f"{what} is {impl} {ver[0]}.{ver[1]}; the sandbox needs CPython >= "
+                         f"{MIN_SLOT_PYTHON[0]}.{MIN_SLOT_PYTHON[1]}")
+    return SlotPython(exe, (int(ver[0]), int(ver[1])), tuple(sorted({base, os.path.dirname(exe)})))
+
+
+def _python_paths(python: str | None = None) -> tuple[str, list[str]]:
+    """The slot's real interpreter and the directories it needs to run."""
+    sp = slot_python(python)
+    return sp.exe, list(sp.dirs)
 
 
 _SYSTEM_DIRS = ["/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"]
@@ -77,11 +124,32 @@ def _sandbox_dir() -> str:
 BOOT_MODULES = ("_serial", "_oslayers", "_worker")  # in import order; see _boot.py
 
 
+_COMPILE_BOOT = """
+import marshal, os, sys
+src, lib, names = sys.argv[1], sys.argv[2], sys.argv[3:]
+codes = []
+for name in names:
+    with open(os.path.join(src, name + ".py"), encoding="utf-8") as f:
+        codes.append((name, compile(f.read(), lib + "/" + name + ".py", "exec", dont_inherit=True)))
+body = marshal.dumps(codes)
+sys.stdout.buffer.write(len(body).to_bytes(4, "big") + body)
+"""
+
+
 @functools.lru_cache(maxsize=None)
-def boot_frame(src_dir: str, lib: str) -> bytes:
-    """The slot modules compiled once in this process (file names as the slot sees them,
-    under ``lib``), marshalled for ``_boot.py``: length-prefixed, sent first on the slot's
-    stdin. Why: see ``_boot.py`` (the fork server's heap stays ~2 MB smaller)."""
+def boot_frame(src_dir: str, lib: str, python: str | None = None) -> bytes:
+    """The slot modules compiled once (file names as the slot sees them, under ``lib``),
+    marshalled for ``_boot.py``: length-prefixed, sent first on the slot's stdin. Why: see
+    ``_boot.py`` (the fork server's heap stays ~2 MB smaller). Compiled in this process, or,
+    for a slot interpreter of another version (marshal's format is per version), by it."""
+    sp = slot_python(python)
+    if sp.version != tuple(sys.version_info[:2]):
+        r = subprocess.run([sp.exe, "-I", "-S", "-c", _COMPILE_BOOT, src_dir, lib, *BOOT_MODULES],
+                           capture_output=True, timeout=60)
+        if r.returncode != 0:
+            raise SandboxError(f"sandbox python {sp.exe} cannot compile the slot's code: "
+                               f"{r.stderr.decode(errors='replace').strip()[-500:]}")
+        return r.stdout
     codes = []
     for name in BOOT_MODULES:
         with open(os.path.join(src_dir, name + ".py"), encoding="utf-8") as f:
@@ -103,8 +171,9 @@ class SlotPlan:
     boot: bytes = b""  # written to the slot's stdin before the config frame (_boot.py)
 
 
-def _bwrap_args(bwrap: str, *, root: bool, tmpfs_mb: int, extra_ro: list[str]) -> list[str]:
-    exe, py_dirs = _python_paths()
+def _bwrap_args(bwrap: str, *, root: bool, tmpfs_mb: int, extra_ro: list[str],
+                python: str | None = None) -> list[str]:
+    exe, py_dirs = _python_paths(python)
     a = [bwrap, "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-net",
          "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try", "--clearenv",
          "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin", "--setenv", "HOME",
@@ -160,8 +229,8 @@ def _sized(bwrap: str, mb: int) -> list[str]:
     return ["--size", str(mb << 20)] if bwrap_version(bwrap) >= (0, 10) else []
 
 
-def _read_paths(extra_ro: list[str]) -> list[str]:
-    _, py_dirs = _python_paths()
+def _read_paths(extra_ro: list[str], python: str | None = None) -> list[str]:
+    _, py_dirs = _python_paths(python)
     return ([d for d in _SYSTEM_DIRS if os.path.isdir(d) and not os.path.islink(d)]
             + _ETC_FILES + ["/etc", "/proc", "/dev"] + py_dirs + [_sandbox_dir()] + extra_ro)
 
@@ -208,14 +277,15 @@ def resolve_mode(isolation: str) -> str:
 
 
 def slot_plan(mode: str, index: int, *, tmpfs_mb: int = 256,
-              extra_ro: list[str] | None = None) -> SlotPlan:
-    """Everything needed to start slot ``index`` in ``mode`` (bwrap | light | none)."""
+              extra_ro: list[str] | None = None, python: str | None = None) -> SlotPlan:
+    """Everything needed to start slot ``index`` in ``mode`` (bwrap | light | none), run by
+    the interpreter ``python`` (see :func:`slot_python`)."""
     extra_ro = list(extra_ro or [])
     root = os.geteuid() == 0
     uid = slot_uid(index) if root else None
     layers_ok = mode != "none"
     cfg = {"uid": uid, "gid": uid, "landlock": layers_ok, "seccomp": layers_ok,
-           "read_paths": _read_paths(extra_ro), "protect_pids": [os.getpid()],
+           "read_paths": _read_paths(extra_ro, python), "protect_pids": [os.getpid()],
            "netns": mode == "bwrap", "pidns": mode == "bwrap"}
     if mode == "bwrap":
         bw = bwrap_path()
@@ -225,10 +295,10 @@ def slot_plan(mode: str, index: int, *, tmpfs_mb: int = 256,
         cfg["read_paths"] = ["/"]
         # non-root: our uid also owns bwrap's init and the fork server inside the user namespace
         cfg["nproc_base"] = 0 if root else 4  # + the judge server and a judge
-        return SlotPlan(mode, _bwrap_args(bw, root=root, tmpfs_mb=tmpfs_mb, extra_ro=extra_ro),
-                        {}, cfg, boot=boot_frame(_sandbox_dir(), SANDBOX_LIB))
+        return SlotPlan(mode, _bwrap_args(bw, root=root, tmpfs_mb=tmpfs_mb, extra_ro=extra_ro, python=python),
+                        {}, cfg, boot=boot_frame(_sandbox_dir(), SANDBOX_LIB, python))
     if root:
-        exe, py_dirs = _python_paths()
+        exe, py_dirs = _python_paths(python)
         blocked = [d for d in py_dirs if not _world_traversable(d)]
         if blocked:
             raise SandboxError(
@@ -242,11 +312,12 @@ def slot_plan(mode: str, index: int, *, tmpfs_mb: int = 256,
     if not root:
         # Without a user namespace RLIMIT_NPROC counts every process of this user.
         cfg["nproc_base"] = _count_user_processes() + 64
-    exe, _ = _python_paths()
+    exe, _ = _python_paths(python)
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": work, "LANG": "C.UTF-8",
            "LD_BIND_NOW": "1"}  # bind once in the fork server, not in every child (_worker.py)
     return SlotPlan(mode, [exe, "-I", "-S", "-B", os.path.join(_sandbox_dir(), "_boot.py")],
-                    env, cfg, cwd=work, cleanup=[work], boot=boot_frame(_sandbox_dir(), _sandbox_dir()))
+                    env, cfg, cwd=work, cleanup=[work],
+                    boot=boot_frame(_sandbox_dir(), _sandbox_dir(), python))
 
 
 def _world_traversable(path: str) -> bool:
@@ -273,7 +344,7 @@ def _count_user_processes() -> int:
     return n
 
 
-def isolation_report(isolation: str = "auto") -> dict[str, bool | str]:
+def isolation_report(isolation: str = "auto", python: str | None = None) -> dict[str, bool | str]:
     """Probe the machine and a real sandbox slot; say which layers are active.
 
     Starts one worker in the resolved mode and asks its probe child (a sandboxed process like
@@ -299,7 +370,9 @@ def isolation_report(isolation: str = "auto") -> dict[str, bool | str]:
         return rep
     rep["mode"] = mode
     from llmrl.sandbox.local import Slot
-    slot = Slot(0, mode)
+    sp = slot_python(python)
+    rep["python"] = f"{sp.exe} ({sp.version[0]}.{sp.version[1]})"
+    slot = Slot(0, mode, python=python)
     try:
         info = slot.info
     finally:

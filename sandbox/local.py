@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Sequence
 
 from llmrl.sandbox import _serial
-from llmrl.sandbox.isolation import resolve_mode, slot_plan
+from llmrl.sandbox.isolation import resolve_mode, slot_plan, slot_python
 from llmrl.sandbox.jobs import (
     AssertTests, CallTests, CheckerTests, Job, JobResult, Limits, Outcome, SandboxError,
     StdioTests, TestResult,
@@ -52,10 +52,11 @@ class Slot:
     process group) when it stops answering in time; the executor then starts a fresh one."""
 
     def __init__(self, index: int, mode: str, *, tmpfs_mb: int = 256,
-                 extra_ro: list[str] | None = None, start_timeout: float = 30.0) -> None:
+                 extra_ro: list[str] | None = None, start_timeout: float = 30.0,
+                 python: str | None = None) -> None:
         self.index = index
         self.mode = mode
-        self.plan = slot_plan(mode, index, tmpfs_mb=tmpfs_mb, extra_ro=extra_ro)
+        self.plan = slot_plan(mode, index, tmpfs_mb=tmpfs_mb, extra_ro=extra_ro, python=python)
         self._err = tempfile.TemporaryFile()
         # The judge server's own pipes: tests and verdicts never pass through the fork server.
         j_in_child, self._jin = os.pipe()
@@ -205,8 +206,10 @@ class LocalExecutor:
     Thread-safe: concurrent ``run``/``arun`` calls share the slots (bounded concurrency)."""
 
     def __init__(self, workers: int | None = None, isolation: str = "auto", *,
-                 tmpfs_mb: int = 256, extra_ro_paths: Sequence[str] = ()) -> None:
+                 tmpfs_mb: int = 256, extra_ro_paths: Sequence[str] = (), python: str | None = None) -> None:
         self.mode = resolve_mode(isolation)
+        self.python = slot_python(python)  # checked here, once: a bad path fails before any slot starts
+        self._python = python
         self.workers = max(1, int(workers or os.cpu_count() or 1))
         self._tmpfs_mb = tmpfs_mb
         self._extra_ro = [os.path.realpath(p) for p in extra_ro_paths]
@@ -230,14 +233,15 @@ class LocalExecutor:
         self.layers: dict[str, Any] = {"mode": self.mode, **slots[0].info.get("layers", {}),
                                        "landlock": slots[0].info.get("landlock"),
                                        "seccomp": slots[0].info.get("seccomp"),
-                                       "probe": slots[0].info.get("probe", {})}
+                                       "probe": slots[0].info.get("probe", {}),
+                                       "python": ".".join(map(str, self.python.version))}
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="llmrl-sandbox")
         log.info("sandbox: %d warm slots, isolation %s", self.workers, self.layers)
         if self.mode == "none":
             log.warning("sandbox isolation is OFF (isolation='none'): run trusted code only")
 
     def _new_slot(self, index: int) -> Slot:
-        s = Slot(index, self.mode, tmpfs_mb=self._tmpfs_mb, extra_ro=self._extra_ro)
+        s = Slot(index, self.mode, tmpfs_mb=self._tmpfs_mb, extra_ro=self._extra_ro, python=self._python)
         with self._lock:
             self._all.add(s)
         return s

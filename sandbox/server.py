@@ -125,9 +125,10 @@ def make_app(executor: LocalExecutor, *, token: str | None = None,
 def serve(host: str = "127.0.0.1", port: int = 8910, *, workers: int | None = None,
           isolation: str = "auto", token: str | None = None, max_body_bytes: int = DEFAULT_MAX_BODY,
           max_jobs_per_request: int = DEFAULT_MAX_JOBS_PER_REQUEST,
-          max_queued_jobs: int | None = None, max_limits: Limits = DEFAULT_MAX_LIMITS) -> None:
+          max_queued_jobs: int | None = None, max_limits: Limits = DEFAULT_MAX_LIMITS,
+          python: str | None = None) -> None:
     """Run the service until interrupted (blocking)."""
-    executor = LocalExecutor(workers=workers, isolation=isolation)
+    executor = LocalExecutor(workers=workers, isolation=isolation, python=python)
     try:
         app = make_app(executor, token=token, max_body_bytes=max_body_bytes,
                        max_jobs_per_request=max_jobs_per_request, max_queued_jobs=max_queued_jobs,

@@ -180,3 +180,54 @@ def test_http_rejects_bad_requests(server):
     code, body = _post(server, json.dumps({"jobs": [Job(ADD, AssertTests(
         ["assert add(1, 1) == 2"])).to_dict()]}).encode())
     assert code == 200 and body["results"][0]["outcome"] == "pass"
+
+
+def _other_python() -> str | None:
+    """A CPython >= 3.10 of another minor version than this one, if the machine has one."""
+    import glob
+    import shutil
+    import sys
+    for v in ("3.13", "3.12", "3.10", "3.11"):
+        if v == f"{sys.version_info[0]}.{sys.version_info[1]}":
+            continue
+        found = next(iter(sorted(glob.glob(f"/root/.pyenv/versions/{v}.*/bin/python{v}")
+                                 + glob.glob(f"/usr/bin/python{v}"))), None) or shutil.which(f"python{v}")
+        if found:
+            return found
+    return None
+
+
+def test_slots_run_by_another_interpreter():
+    """``python=``: the slots (fork server, judge server) and the programs run on another
+    CPython; the slot's code is compiled by that interpreter (marshal differs per version) and
+    every test form still works."""
+    other = _other_python()
+    if other is None:
+        pytest.skip("no CPython >= 3.10 of another version on this machine")
+    with local_executor(workers=1, python=other) as e:
+        v = e.layers["python"]
+        rs = e.run([
+            Job("import sys\nprint('%d.%d' % sys.version_info[:2])\n", StdioTests([""], [v])),
+            Job(ADD, AssertTests(["assert add(1, 2) == 3"])),
+            Job(ADD, AssertTests(["assert add(1, 2) == 4"])),
+            Job("class Solution:\n    def twice(self, xs):\n        return [2 * x for x in xs]\n",
+                CallTests("twice", [[[1, 2]]], [[2, 4]])),
+        ])
+    import sys
+    assert v != f"{sys.version_info[0]}.{sys.version_info[1]}"
+    assert [r.outcome for r in rs] == [Outcome.PASS, Outcome.PASS, Outcome.WRONG_ANSWER, Outcome.PASS], rs
+
+
+def test_bad_slot_interpreter_is_refused_before_any_slot_starts(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from llmrl.cli import app
+    with pytest.raises(ValueError, match="no such executable"):
+        local_executor(python=str(tmp_path / "python9"))
+    with pytest.raises(ValueError, match="does not run as a Python interpreter"):
+        local_executor(python="true")
+    monkeypatch.setenv("LLMRL_SANDBOX_PYTHON", "true")
+    with pytest.raises(ValueError, match="LLMRL_SANDBOX_PYTHON"):
+        local_executor()
+    r = CliRunner().invoke(app, ["sandbox", "check", "--python", str(tmp_path / "python9")], env={"COLUMNS": "400"})
+    assert r.exit_code == 2 and "no such executable" in r.output
