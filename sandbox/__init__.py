@@ -44,7 +44,7 @@ def local_executor(*, workers: int | None = None, isolation: str = "auto",
             only; never chosen automatically).
         python: the interpreter that runs the slots and the programs (a path or a command on
             PATH; default: ``$LLMRL_SANDBOX_PYTHON``, else the one running llmrl). Any CPython
-            >= 3.10: the slots use only its standard library. A 3.12+ one costs less CPU per job.
+            >= 3.10: the slots use only its standard library (e.g. the version a data set expects).
     """
     from llmrl.sandbox.local import LocalExecutor
     return LocalExecutor(workers=workers, isolation=isolation, python=python)

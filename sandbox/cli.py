@@ -30,7 +30,7 @@ _ISOLATION = typer.Option("auto", help=ISOLATION_HELP, callback=_isolation)
 _TOKEN_HELP = "bearer token of the servers (default: $LLMRL_SANDBOX_TOKEN)"
 _PYTHON = typer.Option(None, envvar="LLMRL_SANDBOX_PYTHON",
                        help="interpreter that runs the slots and the programs: any CPython >= 3.10 "
-                            "(default: the one running llmrl; a 3.12+ one costs less CPU per job)")
+                            "(default: the one running llmrl)")
 
 
 def _slot_python(python: Optional[str]) -> Optional[str]:

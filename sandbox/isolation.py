@@ -69,8 +69,9 @@ class SlotPython:
     """The interpreter that runs a slot (fork server, judge server, the programs): its real
     path (not a venv shim), ``(major, minor)``, and the directories it needs inside the
     sandbox. Standard library only (``-I -S``), so any CPython >= 3.10 will do, not just the
-    one running llmrl: a 3.12+ one makes each job cheaper (its immortal objects spare the
-    children part of their copy-on-write page faults; docs/sandbox.md)."""
+    one running llmrl: programs can run on the Python version a data set was written for.
+    (Not a speed-up: 3.12's immortal objects spare the children ~10% of their copy-on-write
+    page faults, but CPU per job was the same as 3.11's, docs/sandbox.md.)"""
 
     exe: str
     version: tuple[int, int]
