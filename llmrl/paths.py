@@ -30,6 +30,7 @@ BENCHMARK_FILES: dict[str, tuple[str, ...]] = {
     "humaneval": ("humaneval/HumanEval.jsonl.gz",),
     "wmt22": tuple(f"translation/wmt22/generaltest2022.{p}.jsonl.gz" for p in
                    ("en-de", "de-en", "en-zh", "zh-en", "en-ru", "ru-en", "en-ja", "ja-en", "de-fr", "fr-de")),
+    "hotpotqa": ("multihop/hotpotqa_dev500_corpus.jsonl.gz", "multihop/hotpotqa_dev_distractor_500.jsonl.gz"),
 }
 
 

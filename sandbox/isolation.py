@@ -96,10 +96,13 @@ def _slot_python(asked: str | None, from_env: bool) -> SlotPython:
         raise ValueError(f"{what}: no such executable")
     try:
         r = subprocess.run([path, "-I", "-S", "-c", _ABOUT], capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise ValueError(f"{what}: cannot be run ({e})") from None
+    try:
         impl, ver, exe, base = json.loads(r.stdout)
-    except (OSError, ValueError, subprocess.TimeoutExpired) as e:
-        err = r.stderr.decode(errors="replace").strip()[-300:] if "r" in locals() else ""
-        raise ValueError(f"{what}: does not run as a Python interpreter ({err or e})") from None
+    except ValueError:
+        err = r.stderr.decode(errors="replace").strip()[-300:]
+        raise ValueError(f"{what}: does not run as a Python interpreter ({err or 'it printed nothing'})") from None
     if impl != "cpython" or tuple(ver) < MIN_SLOT_PYTHON:
         raise ValueError(f"{what} is {impl} {ver[0]}.{ver[1]}; the sandbox needs CPython >= "
                          f"{MIN_SLOT_PYTHON[0]}.{MIN_SLOT_PYTHON[1]}")

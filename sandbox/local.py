@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Sequence
 
 from llmrl.sandbox import _serial
-from llmrl.sandbox.isolation import resolve_mode, slot_plan, slot_python
+from llmrl.sandbox.isolation import PYTHON_ENV, resolve_mode, slot_plan, slot_python
 from llmrl.sandbox.jobs import (
     AssertTests, CallTests, CheckerTests, Job, JobResult, Limits, Outcome, SandboxError,
     StdioTests, TestResult,
@@ -209,7 +209,7 @@ class LocalExecutor:
                  tmpfs_mb: int = 256, extra_ro_paths: Sequence[str] = (), python: str | None = None) -> None:
         self.mode = resolve_mode(isolation)
         self.python = slot_python(python)  # checked here, once: a bad path fails before any slot starts
-        self._python = python
+        self._python = python or os.environ.get(PYTHON_ENV) or None  # (restarted slots: the same one)
         self.workers = max(1, int(workers or os.cpu_count() or 1))
         self._tmpfs_mb = tmpfs_mb
         self._extra_ro = [os.path.realpath(p) for p in extra_ro_paths]

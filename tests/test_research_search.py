@@ -12,21 +12,24 @@ from pathlib import Path
 
 import pytest
 
+from llmrl.paths import find_local_data
 from llmrl.research.client import BackendError, RetrieverClient
 from llmrl.research.index import SearchIndex, build_index
 from llmrl.research.server import make_server, serve_in_thread
 from llmrl.research.tools import ToolContext, research_tools
 from llmrl.rollout.agent import run_calls
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "multihop"
-needs_data = pytest.mark.skipif(not (DATA / "hotpotqa_dev500_corpus.jsonl.gz").exists(), reason="no shared data")
+needs_hotpot = pytest.mark.requires_data("hotpotqa")
+
+
+def _hotpot_file(name: str) -> Path:
+    return find_local_data(f"multihop/{name}")
 
 
 @pytest.fixture(scope="module")
 def hotpot(tmp_path_factory):
-    if not (DATA / "hotpotqa_dev500_corpus.jsonl.gz").exists():
-        pytest.skip("no shared data")
-    return SearchIndex(build_index(DATA / "hotpotqa_dev500_corpus.jsonl.gz", tmp_path_factory.mktemp("ix") / "hp.sqlite"))
+    return SearchIndex(build_index(_hotpot_file("hotpotqa_dev500_corpus.jsonl.gz"),
+                                   tmp_path_factory.mktemp("ix") / "hp.sqlite"))
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +40,9 @@ def server(hotpot):
     srv.shutdown()
 
 
+@needs_hotpot
 def test_index_finds_gold_paragraphs(hotpot):
-    rows = [json.loads(line) for line in gzip.open(DATA / "hotpotqa_dev_distractor_500.jsonl.gz", "rt")][:100]
+    rows = [json.loads(line) for line in gzip.open(_hotpot_file("hotpotqa_dev_distractor_500.jsonl.gz"), "rt")][:100]
     found = 0
     for r in rows:
         gold = {c["passage_id"] for c in r["contexts"] if c["is_supporting"]}
@@ -72,6 +76,7 @@ def _post(url, body: bytes, headers=None):
         return e.code, json.loads(e.read() or b"{}")
 
 
+@needs_hotpot
 def test_server_speaks_search_r1_and_survives_bad_requests(server):
     q = {"queries": ["Which magazine was started first, Arthur's Magazine or First for Women?"], "topk": 3,
          "return_scores": True}
@@ -94,6 +99,7 @@ def test_server_speaks_search_r1_and_survives_bad_requests(server):
     assert _post(server + "/retrieve", json.dumps(q).encode())[0] == 200     # still serving
 
 
+@needs_hotpot
 def test_client_and_tools_over_http(server, hotpot):
     client = RetrieverClient(server)
     tools = research_tools(client, k=3)
