@@ -106,6 +106,11 @@ def reward_event_loop() -> asyncio.AbstractEventLoop:
         return _loop
 
 
+def is_reward_event_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether ``loop`` is the process's reward loop (clients may keep sessions on it)."""
+    return loop is _loop
+
+
 async def _awaited(awaitable):
     return await awaitable
 

@@ -200,6 +200,11 @@ def test_exemplar_reward_through_the_openai_backend_scores_parse_failures_as_fai
     assert out.details[3] == {"format": "broken"}
     assert server.requests == 3  # the broken format never reached the judge
     assert "1 of 3 judge calls failed" in caplog.text
+    # the loop asyncio.run made is gone: the judge's session on it was closed, not leaked
+    import gc
+
+    import aiohttp
+    assert not [s for s in gc.get_objects() if type(s) is aiohttp.ClientSession and not s.closed]
 
 
 def test_exemplar_reward_scores_a_dead_judge_as_failures_without_raising(server):

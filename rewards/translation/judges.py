@@ -157,7 +157,16 @@ class ChatJudge:
         return parse_verdict(text, self.scale)
 
     async def judge(self, rows: list[Comparison]) -> list[Verdict]:
-        return list(await asyncio.gather(*(self._one(r) for r in rows)))
+        from llmrl.rewards.runner import is_reward_event_loop
+
+        try:
+            return list(await asyncio.gather(*(self._one(r) for r in rows)))
+        finally:
+            # The reward runner's loop lives as long as the process and keeps its session (one
+            # connection pool for every batch); any other loop (``asyncio.run(exemplar_reward(
+            # ...))``) ends with this call, and a session left on it leaks its connections.
+            if not is_reward_event_loop(asyncio.get_running_loop()):
+                await self.client.aclose()
 
 
 class HFJudge:
