@@ -194,6 +194,7 @@ def test_exemplar_reward_through_the_openai_backend_scores_parse_failures_as_fai
                    "<think>ok</think>Hallo Welt, wie geht es dir heute ZZZ?",  # judge says 'no idea'
                    "Hallo Welt, wie geht es dir heute?"]                       # no think block
     args = dict(backend="openai", backend_args={"base_url": server.base_url, "model": "judge", "backoff_s": 0.01})
+    before = {id(s) for s in _open_sessions()}  # (sessions other tests keep on the reward runner's loop)
     out = asyncio.run(exemplar_reward(["p"] * 4, completions, **args, **_cols(4)))
     assert list(out) == [1.0, 0.0, 0.0, 0.0]
     assert out.details[0]["verdict"] == "better" and out.details[2]["error"] == "unparsable judge output"
@@ -201,10 +202,14 @@ def test_exemplar_reward_through_the_openai_backend_scores_parse_failures_as_fai
     assert server.requests == 3  # the broken format never reached the judge
     assert "1 of 3 judge calls failed" in caplog.text
     # the loop asyncio.run made is gone: the judge's session on it was closed, not leaked
+    assert not [s for s in _open_sessions() if id(s) not in before]
+
+
+def _open_sessions() -> list:
     import gc
 
     import aiohttp
-    assert not [s for s in gc.get_objects() if type(s) is aiohttp.ClientSession and not s.closed]
+    return [s for s in gc.get_objects() if type(s) is aiohttp.ClientSession and not s.closed]
 
 
 def test_exemplar_reward_scores_a_dead_judge_as_failures_without_raising(server):
