@@ -1,8 +1,8 @@
 """Entry point of a sandbox slot: ``python -I -S -B _boot.py``, run inside the slot.
 
 The trusted parent sends, first thing on fd 0, the slot's own modules (``_serial``,
-``_oslayers``, ``_worker``) as code objects it compiled once (``marshal``, 4-byte big-endian
-length first; the same interpreter runs both sides). They are run here as modules, then the
+``_oslayers``, ``_worker``) as code objects compiled once by this same interpreter in a
+separate process (``marshal``, 4-byte big-endian length first). They are run here as modules, then the
 fork server starts. Why not run ``_worker.py`` as the script: a script is compiled at every
 start, and compiling ~1000 lines left ~2 MB of freed parser memory in the fork server's heap
 (8.6 -> 6.4 MB anonymous memory, measured); every page of that heap is copied into each

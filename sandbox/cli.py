@@ -33,7 +33,7 @@ _PYTHON = typer.Option(None, envvar="LLMRL_SANDBOX_PYTHON",
                             "(default: the one running llmrl)")
 
 
-def _slot_python(python: Optional[str]) -> Optional[str]:
+def _checked_python(python: Optional[str]) -> Optional[str]:
     from llmrl.sandbox.isolation import slot_python
     try:
         slot_python(python)
@@ -47,7 +47,7 @@ def check(isolation: str = _ISOLATION, python: Optional[str] = _PYTHON,
           as_json: bool = typer.Option(False, "--json", help="print the report as JSON")) -> None:
     """Probe this machine and a real sandbox slot; print which isolation layers are active."""
     from llmrl.sandbox.isolation import isolation_report
-    rep = isolation_report(isolation, python=_slot_python(python))
+    rep = isolation_report(isolation, python=_checked_python(python))
     if as_json:
         typer.echo(json.dumps(rep, indent=2))
     else:
@@ -82,7 +82,7 @@ def serve(host: str = typer.Option("127.0.0.1", help="interface to bind (keep it
     Per-job limits sent by clients are lowered to the --max-* caps."""
     import socket
 
-    python = _slot_python(python)
+    python = _checked_python(python)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     from llmrl.sandbox.jobs import Limits
     from llmrl.sandbox.server import serve as _serve
@@ -131,7 +131,7 @@ def run(jobs_file: Path = typer.Argument(..., help="JSONL, one Job.to_dict() per
     except ValueError as e:
         raise typer.BadParameter(f"{jobs_file}: {e}") from None
     ex = (HTTPExecutor(server, token=token, unavailable_after_s=give_up_after) if server
-          else local_executor(workers=workers, isolation=isolation, python=_slot_python(python)))
+          else local_executor(workers=workers, isolation=isolation, python=_checked_python(python)))
     try:
         with ex:
             results = ex.run(jobs)

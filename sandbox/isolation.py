@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import json
-import marshal
 import os
 import shutil
 import subprocess
@@ -78,9 +77,12 @@ class SlotPython:
     dirs: tuple[str, ...]
 
 
-def slot_python(python: str | None = None) -> SlotPython:
+def slot_python(python: str | SlotPython | None = None) -> SlotPython:
     """``python`` (a path or a command on PATH), else ``$LLMRL_SANDBOX_PYTHON``, else the
-    interpreter running llmrl; checked by running it (ValueError naming what was asked)."""
+    interpreter running llmrl; checked by running it (ValueError naming what was asked). A
+    ``SlotPython`` already checked is returned as it is (an executor's restarted slots)."""
+    if isinstance(python, SlotPython):
+        return python
     return _slot_python(python or os.environ.get(PYTHON_ENV) or None, python is None)
 
 
@@ -109,7 +111,7 @@ def _slot_python(asked: str | None, from_env: bool) -> SlotPython:
     return SlotPython(exe, (int(ver[0]), int(ver[1])), tuple(sorted({base, os.path.dirname(exe)})))
 
 
-def _python_paths(python: str | None = None) -> tuple[str, list[str]]:
+def _python_paths(python: str | SlotPython | None = None) -> tuple[str, list[str]]:
     """The slot's real interpreter and the directories it needs to run."""
     sp = slot_python(python)
     return sp.exe, list(sp.dirs)
@@ -141,25 +143,18 @@ sys.stdout.buffer.write(len(body).to_bytes(4, "big") + body)
 
 
 @functools.lru_cache(maxsize=None)
-def boot_frame(src_dir: str, lib: str, python: str | None = None) -> bytes:
+def boot_frame(src_dir: str, lib: str, python: str | SlotPython | None = None) -> bytes:
     """The slot modules compiled once (file names as the slot sees them, under ``lib``),
     marshalled for ``_boot.py``: length-prefixed, sent first on the slot's stdin. Why: see
-    ``_boot.py`` (the fork server's heap stays ~2 MB smaller). Compiled in this process, or,
-    for a slot interpreter of another version (marshal's format is per version), by it."""
+    ``_boot.py`` (the fork server's heap stays ~2 MB smaller). Compiled by the slot's own
+    interpreter, whatever its version (marshal's format is per version)."""
     sp = slot_python(python)
-    if sp.version != tuple(sys.version_info[:2]):
-        r = subprocess.run([sp.exe, "-I", "-S", "-c", _COMPILE_BOOT, src_dir, lib, *BOOT_MODULES],
-                           capture_output=True, timeout=60)
-        if r.returncode != 0:
-            raise SandboxError(f"sandbox python {sp.exe} cannot compile the slot's code: "
-                               f"{r.stderr.decode(errors='replace').strip()[-500:]}")
-        return r.stdout
-    codes = []
-    for name in BOOT_MODULES:
-        with open(os.path.join(src_dir, name + ".py"), encoding="utf-8") as f:
-            codes.append((name, compile(f.read(), f"{lib}/{name}.py", "exec", dont_inherit=True)))
-    body = marshal.dumps(codes)
-    return len(body).to_bytes(4, "big") + body
+    r = subprocess.run([sp.exe, "-I", "-S", "-c", _COMPILE_BOOT, src_dir, lib, *BOOT_MODULES],
+                       capture_output=True, timeout=60)
+    if r.returncode != 0:
+        raise SandboxError(f"sandbox python {sp.exe} cannot compile the slot's code: "
+                           f"{r.stderr.decode(errors='replace').strip()[-500:]}")
+    return r.stdout
 
 
 @dataclass
@@ -176,7 +171,7 @@ class SlotPlan:
 
 
 def _bwrap_args(bwrap: str, *, root: bool, tmpfs_mb: int, extra_ro: list[str],
-                python: str | None = None) -> list[str]:
+                python: str | SlotPython | None = None) -> list[str]:
     exe, py_dirs = _python_paths(python)
     a = [bwrap, "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-net",
          "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try", "--clearenv",
@@ -233,7 +228,7 @@ def _sized(bwrap: str, mb: int) -> list[str]:
     return ["--size", str(mb << 20)] if bwrap_version(bwrap) >= (0, 10) else []
 
 
-def _read_paths(extra_ro: list[str], python: str | None = None) -> list[str]:
+def _read_paths(extra_ro: list[str], python: str | SlotPython | None = None) -> list[str]:
     _, py_dirs = _python_paths(python)
     return ([d for d in _SYSTEM_DIRS if os.path.isdir(d) and not os.path.islink(d)]
             + _ETC_FILES + ["/etc", "/proc", "/dev"] + py_dirs + [_sandbox_dir()] + extra_ro)
@@ -281,7 +276,7 @@ def resolve_mode(isolation: str) -> str:
 
 
 def slot_plan(mode: str, index: int, *, tmpfs_mb: int = 256,
-              extra_ro: list[str] | None = None, python: str | None = None) -> SlotPlan:
+              extra_ro: list[str] | None = None, python: str | SlotPython | None = None) -> SlotPlan:
     """Everything needed to start slot ``index`` in ``mode`` (bwrap | light | none), run by
     the interpreter ``python`` (see :func:`slot_python`)."""
     extra_ro = list(extra_ro or [])

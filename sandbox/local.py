@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Sequence
 
 from llmrl.sandbox import _serial
-from llmrl.sandbox.isolation import PYTHON_ENV, resolve_mode, slot_plan, slot_python
+from llmrl.sandbox.isolation import SlotPython, resolve_mode, slot_plan, slot_python
 from llmrl.sandbox.jobs import (
     AssertTests, CallTests, CheckerTests, Job, JobResult, Limits, Outcome, SandboxError,
     StdioTests, TestResult,
@@ -53,7 +53,7 @@ class Slot:
 
     def __init__(self, index: int, mode: str, *, tmpfs_mb: int = 256,
                  extra_ro: list[str] | None = None, start_timeout: float = 30.0,
-                 python: str | None = None) -> None:
+                 python: str | SlotPython | None = None) -> None:
         self.index = index
         self.mode = mode
         self.plan = slot_plan(mode, index, tmpfs_mb=tmpfs_mb, extra_ro=extra_ro, python=python)
@@ -209,7 +209,6 @@ class LocalExecutor:
                  tmpfs_mb: int = 256, extra_ro_paths: Sequence[str] = (), python: str | None = None) -> None:
         self.mode = resolve_mode(isolation)
         self.python = slot_python(python)  # checked here, once: a bad path fails before any slot starts
-        self._python = python or os.environ.get(PYTHON_ENV) or None  # (restarted slots: the same one)
         self.workers = max(1, int(workers or os.cpu_count() or 1))
         self._tmpfs_mb = tmpfs_mb
         self._extra_ro = [os.path.realpath(p) for p in extra_ro_paths]
@@ -241,7 +240,7 @@ class LocalExecutor:
             log.warning("sandbox isolation is OFF (isolation='none'): run trusted code only")
 
     def _new_slot(self, index: int) -> Slot:
-        s = Slot(index, self.mode, tmpfs_mb=self._tmpfs_mb, extra_ro=self._extra_ro, python=self._python)
+        s = Slot(index, self.mode, tmpfs_mb=self._tmpfs_mb, extra_ro=self._extra_ro, python=self.python)
         with self._lock:
             self._all.add(s)
         return s
